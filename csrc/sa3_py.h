@@ -1,0 +1,25 @@
+/* sa3_py.h - every Python-facing function of sageattn3._C, one line each, with the file
+ * that defines it. module.c puts them in the method table. */
+#ifndef SA3_PY_H
+#define SA3_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* module.c */
+PyObject *sa3_py_build_info(PyObject *module, PyObject *unused);
+
+/* py_reference.c: CPU reference of the quantized attention, on NumPy arrays. */
+PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject *kwargs);
+/* py_reference.c: element conversions exactly as the reference/kernels round (test hook). */
+PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs);
+
+/* py_check.c: run intake + validation only; returns a dict describing the call (test hook). */
+PyObject *sa3_py_check_attention(PyObject *module, PyObject *args, PyObject *kwargs);
+
+/* py_attention.c: the hot path (vectorcall convention), workspace size, device facts. */
+PyObject *sa3_py_attention(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+PyObject *sa3_py_workspace_bytes(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *sa3_py_device_info(PyObject *module, PyObject *args);
+
+#endif /* SA3_PY_H */

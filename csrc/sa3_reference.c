@@ -1,0 +1,726 @@
+/* sa3_reference.c - CPU reference of the quantized attention (the numerical spec).
+ *
+ * Everything is fp32 (integer for the INT8 dot products), plain loops, 64-bit indices,
+ * and a fixed order: the only freedom a GPU kernel has relative to this file is the order
+ * of additions inside a dot product / block sum and its exp2 approximation
+ * (`ex2.approx` vs libm exp2f), so kernel-vs-reference differences are bounded by fp32
+ * accumulation error, not by quantization error.
+ *
+ * Per (batch b, query head hq), the KV head is hk = hq / (Hq / Hkv) (GQA/MQA).
+ *
+ * 1. K smoothing (smooth_k): km[d] = (sum_s K[s,d]) / Sk, summed over s in increasing
+ *    order in fp32; Ks = K - km. Softmax is invariant to it (it shifts every score of a
+ *    row by the same q.km). Without smooth_k, Ks = K.
+ * 2. INT8 K: blocks of k_block consecutive tokens (the last may be partial):
+ *    amax = max |Ks| over the block's rows x all D; inv = amax >= FLT_MIN ? 127/amax : 0;
+ *    scale_k = amax / 127; Kq = clamp(rint(Ks * inv), -127, 127) (sa3_quant_int8).
+ *    With mma_groups the rows sharing a scale follow the mma kernel's accumulator layout
+ *    instead (sa3_reference.h); the formulas are the same.
+ * 3. Q: with per_block_mean, per block of q_block rows qm[d] = mean of the block's rows
+ *    (fp32, row order), Qs = Q - qm; else Qs = Q. INT8 Q is quantized like K, with
+ *    q_block rows per scale.
+ * 4. Scores, log2 domain: scale_log2 = sm_scale * log2(e) (fp32 multiply).
+ *    INT8:  acc = exact integer dot(Qq[i], Kq[j]);
+ *           s = (float)acc * ((scale_q[blk(i)] * scale_log2) * scale_k[blk(j)])
+ *           (this association, as the kernel folds scale_log2 into the Q scale).
+ *           per_block_mean adds dot(qm[blk(i)], Ks[j]) * scale_log2 (fp32, d order).
+ *    EXACT: s = dot(Q[i], Ks[j]) * scale_log2 (per_block_mean has no effect).
+ *    NVFP4: see the block comment above nvfp4_* below.
+ * 5. Causal (top-left, torch SDPA's is_causal): key j visible to query i iff j <= i,
+ *    masked scores are -inf. KV blocks that lie wholly after i are skipped: they would
+ *    contribute p = 0 and alpha = 1 exactly, so skipping changes no bit.
+ * 6. Online softmax over KV blocks of k_block keys in increasing order, per row:
+ *       m_new = max(m, max_j s_j); alpha = (m == -inf) ? 0 : exp2f(m - m_new);
+ *       p_j = exp2f(s_j - m_new);
+ *       l = l * alpha + (sum_j p_j)            -- unrounded p, summed in j order
+ *       O = O * alpha + (sum_j pq_j * vq_j)    -- block sum in j order, then added
+ *    EXACT:     pq = p, vq = v.
+ *    INT8_FP16: pq = p rounded to pv_dtype (RNE), vq = v rounded to pv_dtype.
+ *    INT8_FP8:  vamax[d] = max_s |V[s,d]| over all Sk tokens of (b, hk);
+ *               vinv = vamax >= FLT_MIN ? 448/vamax : 0; vq = e4m3(V * vinv); pq = e4m3(p * 448);
+ *               at the end O[d] *= (vamax[d] / 448) / 448.
+ * 7. out = O / l (fp32 division); a row with l == 0 is written as zeros.
+ */
+#include "sa3_reference.h"
+#include "sa3_numerics.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SA3_LOG2E 1.4426950408889634f
+#define NVFP4_GROUP 16
+#define NVFP4_SECOND_LEVEL (SA3_E2M1_MAX * SA3_E4M3_MAX) /* 2688: the largest code times the largest scale */
+
+/* ---------------------------------------------------------------------------------------
+ * Small helpers
+ * ------------------------------------------------------------------------------------- */
+
+/* a * b for non-negative int64, failing on overflow. */
+static int mul_ok(int64_t a, int64_t b, int64_t *out) {
+    if (a < 0 || b < 0) {
+        return 0;
+    }
+    if (a != 0 && b > INT64_MAX / a) {
+        return 0;
+    }
+    *out = a * b;
+    return 1;
+}
+
+/* malloc(count * elem) with overflow checks; count 0 still returns a unique pointer so
+ * NULL always means failure. *st gets SA3_ERR_OVERFLOW or SA3_ERR_NOMEM on failure and is
+ * left alone on success, so several calls can share one status. */
+static void *alloc_array(int64_t count, size_t elem, sa3_status *st) {
+    void *ptr;
+    if (count < 0 || (uint64_t)count > (uint64_t)(SIZE_MAX / elem)) {
+        if (*st == SA3_OK) {
+            *st = SA3_ERR_OVERFLOW;
+        }
+        return NULL;
+    }
+    ptr = malloc(count > 0 ? (size_t)count * elem : 1u);
+    if (ptr == NULL && *st == SA3_OK) {
+        *st = SA3_ERR_NOMEM;
+    }
+    return ptr;
+}
+
+static int64_t min_i64(int64_t a, int64_t b) {
+    return a < b ? a : b;
+}
+
+static int64_t ceil_div(int64_t a, int64_t b) {
+    return a / b + (a % b != 0);
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Smoothing and per-block means
+ * ------------------------------------------------------------------------------------- */
+
+/* out[r, d] = x[r, d] - mean over the rows of x[r0 .. r0+rows) of column d, for each block
+ * of `block` rows (block >= rows means one mean over everything: K smoothing). The means
+ * go to mean_out[blk * D + d] when mean_out is not NULL. */
+static void subtract_block_means(const float *x, int64_t rows, int64_t D, int64_t block,
+                                 float *out, float *mean_out, float *scratch) {
+    int64_t r0, r, d;
+    for (r0 = 0; r0 < rows; r0 += block) {
+        int64_t n = min_i64(block, rows - r0);
+        float count = (float)n;
+        for (d = 0; d < D; ++d) {
+            scratch[d] = 0.0f;
+        }
+        for (r = r0; r < r0 + n; ++r) {
+            for (d = 0; d < D; ++d) {
+                scratch[d] += x[r * D + d];
+            }
+        }
+        for (d = 0; d < D; ++d) {
+            scratch[d] = scratch[d] / count;
+        }
+        for (r = r0; r < r0 + n; ++r) {
+            for (d = 0; d < D; ++d) {
+                out[r * D + d] = x[r * D + d] - scratch[d];
+            }
+        }
+        if (mean_out != NULL) {
+            memcpy(mean_out + (r0 / block) * D, scratch, (size_t)D * sizeof(float));
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * INT8 per-block quantization (Q and K)
+ * ------------------------------------------------------------------------------------- */
+
+/* Which scale row r of a tensor uses (see sa3_ref_params.mma_groups). */
+typedef enum ref_groups { GROUPS_BLOCK = 0, GROUPS_MMA_Q = 1, GROUPS_MMA_K = 2 } ref_groups;
+
+static int64_t group_of(ref_groups kind, int64_t r, int64_t block) {
+    switch (kind) {
+    case GROUPS_MMA_Q: return (r / 16) * 8 + r % 8;
+    case GROUPS_MMA_K: return (r / 64) * 4 + (r % 8) / 2;
+    default: return r / block;
+    }
+}
+
+static int64_t group_count(ref_groups kind, int64_t rows, int64_t block) {
+    switch (kind) {
+    case GROUPS_MMA_Q: return ceil_div(rows, 16) * 8;
+    case GROUPS_MMA_K: return ceil_div(rows, 64) * 4;
+    default: return ceil_div(rows, block);
+    }
+}
+
+/* Symmetric INT8 per scale group: scale = amax/127, code = rn(x * (127/amax)). Groups with
+ * no rows (past the end of a partial tile) keep scale 0. `amax` is scratch of ngroups floats. */
+static void quantize_int8_groups(const float *x, int64_t rows, int64_t D, ref_groups kind, int64_t block,
+                                 int8_t *q, float *scale, float *amax) {
+    int64_t ng = group_count(kind, rows, block), r, d, g;
+    for (g = 0; g < ng; ++g) {
+        amax[g] = 0.0f;
+    }
+    for (r = 0; r < rows; ++r) {
+        g = group_of(kind, r, block);
+        for (d = 0; d < D; ++d) {
+            float a = fabsf(x[r * D + d]);
+            if (a > amax[g]) {
+                amax[g] = a;
+            }
+        }
+    }
+    for (g = 0; g < ng; ++g) {
+        scale[g] = amax[g] / SA3_INT8_MAX;
+    }
+    for (r = 0; r < rows; ++r) {
+        float a = amax[group_of(kind, r, block)];
+        float inv = a >= FLT_MIN ? SA3_INT8_MAX / a : 0.0f; /* subnormal amax: 127/a would overflow */
+        for (d = 0; d < D; ++d) {
+            q[r * D + d] = sa3_quant_int8(x[r * D + d] * inv);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * NVFP4 (the spec for the Blackwell block-scaled kernel)
+ *
+ * Element format e2m1 (max 6), one e4m3 block scale per 16 consecutive elements of the
+ * MMA's reduction dimension, and an fp32 second-level scale:
+ *   Q, K: groups of 16 along D (per row); the last group of a row is partial when
+ *         D % 16 != 0 (the kernel pads with zeros, which changes no amax and no sum).
+ *         Second level per tensor and head: g = amax(|Xs| over all rows and D of (b,h)) / 2688.
+ *   V:    groups of 16 consecutive tokens (aligned to token 0, the last may be partial),
+ *         per channel d; second level per (b, hk): g = amax(|V|) / 2688.
+ *   P:    per row, inside one KV block of k_block keys (k_block % 16 == 0, so P's groups
+ *         line up with V's), groups of 16 keys starting at the block's first key;
+ *         second level per row and block: g_p = rowmax_j(p_j in the block) / 2688. p <= 1,
+ *         and = 1 in the block holding the running max.
+ * For a group with amax a:  block_scale = e4m3((a / 6) / g)   (always <= 448 by the choice
+ *                                                              of g, so no saturation)
+ *                           code_k      = e2m1(x_k / (block_scale * g))
+ *                           (all codes 0 when g == 0 or block_scale == 0)
+ * so x_k ~= code_k * block_scale * g.
+ * Scores:  acc = sum_groups (bs_q[i,grp] * bs_k[j,grp]) * (sum_{d in grp} cq[i,d] * ck[j,d])
+ *          (the inner sum is exact: products of e2m1 values are multiples of 1/4 and
+ *          |sum| <= 16 * 36), fp32 over groups in order;
+ *          s = acc * ((g_q * scale_log2) * g_k), plus the per_block_mean correction
+ *          dot(qm, Ks[j]) * scale_log2 as for INT8 (it matters most here: Q's per-block
+ *          mean would otherwise eat the 4-bit range).
+ * PV:      blk[d] = sum_groups (bs_p[grp] * bs_v[grp,d]) * (sum_{j in grp} cp_j * cv[j,d]),
+ *          O = O * alpha + blk * g_p; at the end O[d] *= g_v before the division by l.
+ *          l sums the unrounded p as in every mode.
+ * ------------------------------------------------------------------------------------- */
+
+static float nvfp4_global(const float *x, int64_t n) {
+    float amax = 0.0f;
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        float a = fabsf(x[i]);
+        if (a > amax) {
+            amax = a;
+        }
+    }
+    return amax / NVFP4_SECOND_LEVEL;
+}
+
+/* Quantize one group of n (<= 16) elements x[k * stride]; codes (as their fp32 values) go
+ * to c[k * stride]; returns the group's block scale (as its fp32 value). */
+static float nvfp4_group(const float *x, int64_t n, int64_t stride, float g, float *c) {
+    float amax = 0.0f, bs, den;
+    int64_t k;
+    for (k = 0; k < n; ++k) {
+        float a = fabsf(x[k * stride]);
+        if (a > amax) {
+            amax = a;
+        }
+    }
+    bs = g > 0.0f ? sa3_round_e4m3((amax / SA3_E2M1_MAX) / g) : 0.0f;
+    den = bs * g;
+    for (k = 0; k < n; ++k) {
+        c[k * stride] = den > 0.0f ? sa3_round_e2m1(x[k * stride] / den) : 0.0f;
+    }
+    return bs;
+}
+
+/* Rows of length D, groups along D: bs[r * ngroups + grp]. */
+static void nvfp4_rows(const float *x, int64_t rows, int64_t D, float g, float *c, float *bs) {
+    int64_t ngroups = ceil_div(D, NVFP4_GROUP), r, grp;
+    for (r = 0; r < rows; ++r) {
+        for (grp = 0; grp < ngroups; ++grp) {
+            int64_t d0 = grp * NVFP4_GROUP;
+            int64_t n = min_i64(NVFP4_GROUP, D - d0);
+            bs[r * ngroups + grp] = nvfp4_group(x + r * D + d0, n, 1, g, c + r * D + d0);
+        }
+    }
+}
+
+/* Columns: groups of 16 tokens per channel: bs[tgrp * D + d]. */
+static void nvfp4_cols(const float *x, int64_t rows, int64_t D, float g, float *c, float *bs) {
+    int64_t ngroups = ceil_div(rows, NVFP4_GROUP), tg, d;
+    for (tg = 0; tg < ngroups; ++tg) {
+        int64_t r0 = tg * NVFP4_GROUP;
+        int64_t n = min_i64(NVFP4_GROUP, rows - r0);
+        for (d = 0; d < D; ++d) {
+            bs[tg * D + d] = nvfp4_group(x + r0 * D + d, n, D, g, c + r0 * D + d);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Workspace
+ * ------------------------------------------------------------------------------------- */
+
+typedef struct ref_ws {
+    /* per (b, hk) */
+    float *ks;     /* (Sk, D) smoothed K (or a copy of K) */
+    int8_t *kq;    /* (Sk, D) INT8 codes */
+    float *kscale; /* (nkb) INT8 scales */
+    float *kc;     /* (Sk, D) NVFP4 codes */
+    float *kbs;    /* (Sk, ngd) NVFP4 block scales */
+    float *vq;     /* (Sk, D) V as the PV product sees it (rounded / codes) */
+    float *vdeq;   /* (D) INT8_FP8 per-channel dequantization factor */
+    float *vbs;    /* (ngt, D) NVFP4 V block scales */
+    /* per (b, hq) */
+    float *qs;     /* (Sq, D) Q minus its block means (or a copy of Q) */
+    float *qm;     /* (nqb, D) block means */
+    int8_t *qq;    /* (Sq, D) */
+    float *qscale; /* (nqb) */
+    float *qc;     /* (Sq, D) NVFP4 codes */
+    float *qbs;    /* (Sq, ngd) */
+    /* per row */
+    float *s, *p, *pq, *pbs; /* (kblk), pbs: (kblk / 16) */
+    float *o, *blk, *acc16, *scratch; /* (D) */
+    float *gmax;                      /* (scale groups) amax scratch of quantize_int8_groups */
+} ref_ws;
+
+static void ws_free(ref_ws *w) {
+    free(w->ks);
+    free(w->kq);
+    free(w->kscale);
+    free(w->kc);
+    free(w->kbs);
+    free(w->vq);
+    free(w->vdeq);
+    free(w->vbs);
+    free(w->qs);
+    free(w->qm);
+    free(w->qq);
+    free(w->qscale);
+    free(w->qc);
+    free(w->qbs);
+    free(w->s);
+    free(w->p);
+    free(w->pq);
+    free(w->pbs);
+    free(w->o);
+    free(w->blk);
+    free(w->acc16);
+    free(w->scratch);
+    free(w->gmax);
+}
+
+static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
+    sa3_status st = SA3_OK;
+    int64_t D = p->head_dim, Sq = p->seq_q, Sk = p->seq_k;
+    int64_t nkb = group_count(p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, Sk, p->k_block);
+    int64_t nqb = group_count(p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, Sq, p->q_block);
+    int64_t ngd = ceil_div(D, NVFP4_GROUP), ngt = ceil_div(Sk, NVFP4_GROUP);
+    int64_t skd, sqd, skg, sqg, tgd, qmd;
+    int int8 = p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16;
+    int fp4 = p->mode == SA3_REF_NVFP4;
+    memset(w, 0, sizeof *w);
+    if (!mul_ok(Sk, D, &skd) || !mul_ok(Sq, D, &sqd) || !mul_ok(Sk, ngd, &skg) ||
+        !mul_ok(Sq, ngd, &sqg) || !mul_ok(ngt, D, &tgd) || !mul_ok(nqb, D, &qmd)) {
+        return SA3_ERR_OVERFLOW;
+    }
+    w->ks = (float *)alloc_array(skd, sizeof(float), &st);
+    w->qs = (float *)alloc_array(sqd, sizeof(float), &st);
+    w->qm = (float *)alloc_array(qmd, sizeof(float), &st);
+    if (p->mode != SA3_REF_EXACT) {
+        w->vq = (float *)alloc_array(skd, sizeof(float), &st);
+    }
+    if (int8) {
+        w->kq = (int8_t *)alloc_array(skd, sizeof(int8_t), &st);
+        w->kscale = (float *)alloc_array(nkb, sizeof(float), &st);
+        w->qq = (int8_t *)alloc_array(sqd, sizeof(int8_t), &st);
+        w->qscale = (float *)alloc_array(nqb, sizeof(float), &st);
+        w->gmax = (float *)alloc_array(nkb > nqb ? nkb : nqb, sizeof(float), &st);
+        w->vdeq = (float *)alloc_array(D, sizeof(float), &st);
+    }
+    if (fp4) {
+        w->kc = (float *)alloc_array(skd, sizeof(float), &st);
+        w->kbs = (float *)alloc_array(skg, sizeof(float), &st);
+        w->qc = (float *)alloc_array(sqd, sizeof(float), &st);
+        w->qbs = (float *)alloc_array(sqg, sizeof(float), &st);
+        w->vbs = (float *)alloc_array(tgd, sizeof(float), &st);
+        w->pbs = (float *)alloc_array(ceil_div(kblk, NVFP4_GROUP), sizeof(float), &st);
+    }
+    w->s = (float *)alloc_array(kblk, sizeof(float), &st);
+    w->p = (float *)alloc_array(kblk, sizeof(float), &st);
+    w->pq = (float *)alloc_array(kblk, sizeof(float), &st);
+    w->o = (float *)alloc_array(D, sizeof(float), &st);
+    w->blk = (float *)alloc_array(D, sizeof(float), &st);
+    w->acc16 = (float *)alloc_array(D, sizeof(float), &st);
+    w->scratch = (float *)alloc_array(D, sizeof(float), &st);
+    return st;
+}
+
+/* Per-call constants and the current heads' NVFP4 second-level scales. */
+typedef struct row_ctx {
+    float scale_log2;
+    float q_glob, k_glob, v_glob; /* NVFP4 second levels */
+} row_ctx;
+
+/* ---------------------------------------------------------------------------------------
+ * Per-head preparation
+ * ------------------------------------------------------------------------------------- */
+
+static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const float *k, const float *v) {
+    int64_t D = p->head_dim, Sk = p->seq_k, n = Sk * D, i, s, d;
+    if (p->smooth_k) {
+        subtract_block_means(k, Sk, D, Sk, w->ks, NULL, w->scratch);
+    } else {
+        memcpy(w->ks, k, (size_t)n * sizeof(float));
+    }
+    switch (p->mode) {
+    case SA3_REF_EXACT:
+        break;
+    case SA3_REF_INT8_FP16:
+        quantize_int8_groups(w->ks, Sk, D, p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, p->k_block, w->kq,
+                             w->kscale, w->gmax);
+        for (i = 0; i < n; ++i) {
+            w->vq[i] = p->pv_dtype == SA3_DTYPE_F16 ? sa3_round_f16(v[i]) : sa3_round_bf16(v[i]);
+        }
+        break;
+    case SA3_REF_INT8_FP8: {
+        float *vamax = w->scratch;
+        quantize_int8_groups(w->ks, Sk, D, p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, p->k_block, w->kq,
+                             w->kscale, w->gmax);
+        for (d = 0; d < D; ++d) {
+            vamax[d] = 0.0f;
+        }
+        for (s = 0; s < Sk; ++s) {
+            for (d = 0; d < D; ++d) {
+                float a = fabsf(v[s * D + d]);
+                if (a > vamax[d]) {
+                    vamax[d] = a;
+                }
+            }
+        }
+        for (s = 0; s < Sk; ++s) {
+            for (d = 0; d < D; ++d) {
+                float vinv = vamax[d] >= FLT_MIN ? SA3_E4M3_MAX / vamax[d] : 0.0f;
+                w->vq[s * D + d] = sa3_round_e4m3(v[s * D + d] * vinv);
+            }
+        }
+        for (d = 0; d < D; ++d) {
+            w->vdeq[d] = (vamax[d] / SA3_E4M3_MAX) / SA3_E4M3_MAX;
+        }
+        break;
+    }
+    case SA3_REF_NVFP4:
+        c->k_glob = nvfp4_global(w->ks, n);
+        c->v_glob = nvfp4_global(v, n);
+        nvfp4_rows(w->ks, Sk, D, c->k_glob, w->kc, w->kbs);
+        nvfp4_cols(v, Sk, D, c->v_glob, w->vq, w->vbs);
+        break;
+    }
+}
+
+static void prepare_q(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const float *q) {
+    int64_t D = p->head_dim, Sq = p->seq_q;
+    int quantized = p->mode != SA3_REF_EXACT;
+    if (quantized && p->per_block_mean) {
+        subtract_block_means(q, Sq, D, p->q_block, w->qs, w->qm, w->scratch);
+    } else {
+        memcpy(w->qs, q, (size_t)(Sq * D) * sizeof(float));
+    }
+    if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16) {
+        quantize_int8_groups(w->qs, Sq, D, p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, p->q_block, w->qq,
+                             w->qscale, w->gmax);
+    } else if (p->mode == SA3_REF_NVFP4) {
+        c->q_glob = nvfp4_global(w->qs, Sq * D);
+        nvfp4_rows(w->qs, Sq, D, c->q_glob, w->qc, w->qbs);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * One query row
+ * ------------------------------------------------------------------------------------- */
+
+/* Score of query row i against key j (unmasked), log2 domain. */
+static float score(const sa3_ref_params *p, const ref_ws *w, const row_ctx *c, const float *q_raw,
+                   int64_t i, int64_t j) {
+    int64_t D = p->head_dim, d;
+    float s;
+    switch (p->mode) {
+    case SA3_REF_EXACT: {
+        const float *qi = q_raw + i * D, *kj = w->ks + j * D;
+        float acc = 0.0f;
+        for (d = 0; d < D; ++d) {
+            acc += qi[d] * kj[d];
+        }
+        return acc * c->scale_log2;
+    }
+    case SA3_REF_INT8_FP8:
+    case SA3_REF_INT8_FP16: {
+        const int8_t *qi = w->qq + i * D, *kj = w->kq + j * D;
+        int64_t acc = 0;
+        for (d = 0; d < D; ++d) {
+            acc += (int64_t)qi[d] * (int64_t)kj[d];
+        }
+        s = (float)acc * ((w->qscale[group_of(p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, i, p->q_block)] *
+                           c->scale_log2) *
+                          w->kscale[group_of(p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, j, p->k_block)]);
+        break;
+    }
+    case SA3_REF_NVFP4:
+    default: {
+        int64_t ngd = ceil_div(D, NVFP4_GROUP), grp;
+        const float *qi = w->qc + i * D, *kj = w->kc + j * D;
+        const float *qb = w->qbs + i * ngd, *kb = w->kbs + j * ngd;
+        float acc = 0.0f;
+        for (grp = 0; grp < ngd; ++grp) {
+            int64_t d0 = grp * NVFP4_GROUP, d1 = min_i64(d0 + NVFP4_GROUP, D);
+            float part = 0.0f;
+            for (d = d0; d < d1; ++d) {
+                part += qi[d] * kj[d];
+            }
+            acc += (qb[grp] * kb[grp]) * part;
+        }
+        s = acc * ((c->q_glob * c->scale_log2) * c->k_glob);
+        break;
+    }
+    }
+    /* not reached for EXACT (returned above), so qm is always filled here */
+    if (p->per_block_mean) {
+        const float *qm = w->qm + (i / p->q_block) * D, *kj = w->ks + j * D;
+        float corr = 0.0f;
+        for (d = 0; d < D; ++d) {
+            corr += qm[d] * kj[d];
+        }
+        s += corr * c->scale_log2;
+    }
+    return s;
+}
+
+/* blk[d] = sum_j pq_j * vq[j, d] over the n keys starting at kb0 (NVFP4: block-scaled). */
+static void block_pv(const sa3_ref_params *p, ref_ws *w, const float *v_raw, int64_t kb0, int64_t n,
+                     float *gp_out) {
+    int64_t D = p->head_dim, jj, d;
+    float *blk = w->blk;
+    for (d = 0; d < D; ++d) {
+        blk[d] = 0.0f;
+    }
+    *gp_out = 1.0f;
+    switch (p->mode) {
+    case SA3_REF_EXACT:
+        for (jj = 0; jj < n; ++jj) {
+            const float *vj = v_raw + (kb0 + jj) * D;
+            float pj = w->p[jj];
+            for (d = 0; d < D; ++d) {
+                blk[d] += pj * vj[d];
+            }
+        }
+        break;
+    case SA3_REF_INT8_FP16:
+    case SA3_REF_INT8_FP8:
+        for (jj = 0; jj < n; ++jj) {
+            float pj = w->p[jj];
+            const float *vj = w->vq + (kb0 + jj) * D;
+            float pqj;
+            if (p->mode == SA3_REF_INT8_FP8) {
+                pqj = sa3_round_e4m3(pj * SA3_E4M3_MAX);
+            } else if (p->pv_dtype == SA3_DTYPE_F16) {
+                pqj = sa3_round_f16(pj);
+            } else {
+                pqj = sa3_round_bf16(pj);
+            }
+            for (d = 0; d < D; ++d) {
+                blk[d] += pqj * vj[d];
+            }
+        }
+        break;
+    case SA3_REF_NVFP4: {
+        float pmax = 0.0f, gp;
+        int64_t ng = ceil_div(n, NVFP4_GROUP), grp;
+        for (jj = 0; jj < n; ++jj) {
+            if (w->p[jj] > pmax) {
+                pmax = w->p[jj];
+            }
+        }
+        gp = pmax / NVFP4_SECOND_LEVEL;
+        *gp_out = gp;
+        if (!(gp > 0.0f)) {
+            break; /* every p of the block is 0: nothing to add */
+        }
+        for (grp = 0; grp < ng; ++grp) {
+            int64_t j0 = grp * NVFP4_GROUP, j1 = min_i64(j0 + NVFP4_GROUP, n);
+            /* V's token groups are aligned to 0 and kb0 % 16 == 0, so they coincide */
+            const float *vbs = w->vbs + ((kb0 + j0) / NVFP4_GROUP) * D;
+            float pbs = nvfp4_group(w->p + j0, j1 - j0, 1, gp, w->pq + j0);
+            for (d = 0; d < D; ++d) {
+                w->acc16[d] = 0.0f;
+            }
+            for (jj = j0; jj < j1; ++jj) {
+                const float *vj = w->vq + (kb0 + jj) * D;
+                float cp = w->pq[jj];
+                for (d = 0; d < D; ++d) {
+                    w->acc16[d] += cp * vj[d];
+                }
+            }
+            for (d = 0; d < D; ++d) {
+                blk[d] += (pbs * vbs[d]) * w->acc16[d];
+            }
+        }
+        break;
+    }
+    }
+}
+
+static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, const float *q_raw,
+                       const float *v_raw, int64_t i, float *out) {
+    int64_t D = p->head_dim, Sk = p->seq_k, kblk = p->k_block, kb0, jj, d;
+    int64_t kend = p->is_causal ? min_i64(i + 1, Sk) : Sk;
+    float m = -INFINITY, l = 0.0f;
+    float *o = w->o;
+    for (d = 0; d < D; ++d) {
+        o[d] = 0.0f;
+    }
+    for (kb0 = 0; kb0 < kend; kb0 += kblk) {
+        int64_t n = min_i64(kblk, Sk - kb0);
+        float bmax = -INFINITY, m_new, alpha, lsum = 0.0f, gp;
+        for (jj = 0; jj < n; ++jj) {
+            int64_t j = kb0 + jj;
+            float s = (p->is_causal && j > i) ? -INFINITY : score(p, w, c, q_raw, i, j);
+            w->s[jj] = s;
+            if (s > bmax) {
+                bmax = s;
+            }
+        }
+        m_new = m > bmax ? m : bmax;
+        if (m_new == -INFINITY) {
+            continue; /* nothing visible yet (only with -inf scores from the inputs) */
+        }
+        alpha = m == -INFINITY ? 0.0f : exp2f(m - m_new);
+        for (jj = 0; jj < n; ++jj) {
+            float pj = exp2f(w->s[jj] - m_new);
+            w->p[jj] = pj;
+            lsum += pj;
+        }
+        l = l * alpha + lsum;
+        block_pv(p, w, v_raw, kb0, n, &gp);
+        for (d = 0; d < D; ++d) {
+            o[d] = o[d] * alpha + w->blk[d] * gp;
+        }
+        m = m_new;
+    }
+    if (l == 0.0f) {
+        for (d = 0; d < D; ++d) {
+            out[d] = 0.0f;
+        }
+        return;
+    }
+    for (d = 0; d < D; ++d) {
+        float od = o[d];
+        if (p->mode == SA3_REF_INT8_FP8) {
+            od *= w->vdeq[d];
+        } else if (p->mode == SA3_REF_NVFP4) {
+            od *= c->v_glob;
+        }
+        out[d] = od / l;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------
+ * Entry point
+ * ------------------------------------------------------------------------------------- */
+
+static sa3_status validate(const sa3_ref_params *p) {
+    int64_t t;
+    if (p == NULL || p->q == NULL || p->k == NULL || p->v == NULL || p->o == NULL) {
+        return SA3_ERR_VALUE;
+    }
+    if (p->batch < 1 || p->heads_q < 1 || p->heads_kv < 1 || p->seq_q < 1 || p->seq_k < 1 ||
+        p->head_dim < 1 || p->q_block < 1 || p->k_block < 1) {
+        return SA3_ERR_VALUE;
+    }
+    if (p->heads_q % p->heads_kv != 0) {
+        return SA3_ERR_VALUE;
+    }
+    switch (p->mode) {
+    case SA3_REF_EXACT:
+    case SA3_REF_INT8_FP8:
+        break;
+    case SA3_REF_INT8_FP16:
+        if (p->pv_dtype != SA3_DTYPE_F16 && p->pv_dtype != SA3_DTYPE_BF16) {
+            return SA3_ERR_VALUE;
+        }
+        break;
+    case SA3_REF_NVFP4:
+        if (p->k_block % NVFP4_GROUP != 0) {
+            return SA3_ERR_VALUE;
+        }
+        break;
+    default:
+        return SA3_ERR_VALUE;
+    }
+    /* every buffer's element count must fit int64 (and, below, size_t bytes) */
+    if (!mul_ok(p->batch, p->heads_q, &t) || !mul_ok(t, p->seq_q, &t) || !mul_ok(t, p->head_dim, &t) ||
+        (uint64_t)t > (uint64_t)(SIZE_MAX / sizeof(float))) {
+        return SA3_ERR_OVERFLOW;
+    }
+    if (!mul_ok(p->batch, p->heads_kv, &t) || !mul_ok(t, p->seq_k, &t) || !mul_ok(t, p->head_dim, &t) ||
+        (uint64_t)t > (uint64_t)(SIZE_MAX / sizeof(float))) {
+        return SA3_ERR_OVERFLOW;
+    }
+    return SA3_OK;
+}
+
+sa3_status sa3_reference_attention(const sa3_ref_params *p) {
+    ref_ws w;
+    sa3_status st;
+    int64_t D, Sq, Sk, group, kblk, b, hq, i;
+    row_ctx c;
+
+    st = validate(p);
+    if (st != SA3_OK) {
+        return st;
+    }
+    D = p->head_dim;
+    Sq = p->seq_q;
+    Sk = p->seq_k;
+    group = p->heads_q / p->heads_kv;
+    /* The block order is unchanged by capping k_block at Sk (one block either way); the
+     * cap only keeps the row buffers small when a caller passes a huge k_block. */
+    kblk = min_i64(p->k_block, Sk);
+
+    st = ws_alloc(&w, p, kblk);
+    if (st != SA3_OK) {
+        ws_free(&w);
+        return st;
+    }
+    c.scale_log2 = p->sm_scale * SA3_LOG2E;
+    c.q_glob = c.k_glob = c.v_glob = 1.0f;
+    for (b = 0; b < p->batch; ++b) {
+        int64_t hk_prev = -1;
+        for (hq = 0; hq < p->heads_q; ++hq) {
+            int64_t hk = hq / group;
+            const float *q = p->q + ((b * p->heads_q + hq) * Sq) * D;
+            const float *k = p->k + ((b * p->heads_kv + hk) * Sk) * D;
+            const float *v = p->v + ((b * p->heads_kv + hk) * Sk) * D;
+            float *o = p->o + ((b * p->heads_q + hq) * Sq) * D;
+            if (hk != hk_prev) {
+                prepare_kv(p, &w, &c, k, v); /* shared by the `group` query heads of hk */
+                hk_prev = hk;
+            }
+            prepare_q(p, &w, &c, q);
+            for (i = 0; i < Sq; ++i) {
+                attend_row(p, &w, &c, q, v, i, o + i * D);
+            }
+        }
+    }
+    ws_free(&w);
+    return SA3_OK;
+}

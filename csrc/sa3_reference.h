@@ -1,0 +1,52 @@
+/* sa3_reference.h - CPU reference of the exact quantized attention the GPU kernels run.
+ *
+ * Plain loops, fp32 arithmetic, fixed block order, so a kernel's output can be compared
+ * tightly against it (only accumulation order differs) and loosely against float64.
+ */
+#ifndef SA3_REFERENCE_H
+#define SA3_REFERENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "../cuda/sa3_params.h"
+
+typedef enum sa3_ref_mode {
+    SA3_REF_EXACT = 0,     /* fp32 attention, no quantization */
+    SA3_REF_INT8_FP8 = 1,  /* INT8 Q/K per block, FP8 e4m3 P and V (V per-channel scale) */
+    SA3_REF_INT8_FP16 = 2, /* INT8 Q/K per block, P and V rounded to the 16-bit input type */
+    SA3_REF_NVFP4 = 3      /* NVFP4: e2m1 values, e4m3 scale per 16 elements, P two-level */
+} sa3_ref_mode;
+
+typedef struct sa3_ref_params {
+    /* Contiguous float32 (B, H, S, D) buffers (the binding converts layouts). */
+    const float *q; /* (B, Hq, Sq, D)  */
+    const float *k; /* (B, Hkv, Sk, D) */
+    const float *v; /* (B, Hkv, Sk, D) */
+    float *o;       /* (B, Hq, Sq, D), written */
+    int64_t batch, heads_q, heads_kv, seq_q, seq_k, head_dim;
+    sa3_ref_mode mode;
+    float sm_scale;
+    int is_causal;      /* top-left, as torch SDPA */
+    int smooth_k;       /* subtract K's per-channel mean over tokens */
+    int per_block_mean; /* subtract Q's per-block mean, add mean_q.K^T back */
+    int64_t q_block;    /* rows of Q sharing one scale (INT8 modes) */
+    int64_t k_block;    /* rows of K sharing one scale, and the KV block order */
+    sa3_dtype pv_dtype; /* INT8_FP16: SA3_DTYPE_F16 or SA3_DTYPE_BF16 rounding of P and V */
+    /* INT8 scale groups. 0: q_block / k_block consecutive rows share a scale. 1: the mma
+     * kernel's "per-thread" groups, which follow its accumulator layout: query rows i and
+     * i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j shares one with
+     * the 16 keys of its 64-key block having the same (j%8)/2 (group (j/64)*4 + (j%8)/2). */
+    int mma_groups;
+} sa3_ref_params;
+
+/* Computes o for every (b, hq, row); the exact quantization scheme of each mode is
+ * specified at the top of sa3_reference.c (and, for NVFP4, above its nvfp4_* helpers).
+ * Requirements: all sizes >= 1, heads_q % heads_kv == 0, q_block/k_block >= 1, NVFP4 needs
+ * k_block % 16 == 0 (P's scale groups must line up with V's), INT8_FP16 needs pv_dtype F16
+ * or BF16 (other modes ignore it). Single-threaded; allocates O(S * D) scratch, never
+ * O(Sq * Sk). Reentrant (no globals).
+ * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated), SA3_ERR_OVERFLOW (a
+ * size product overflows int64/size_t) or SA3_ERR_NOMEM; o is complete only on SA3_OK. */
+sa3_status sa3_reference_attention(const sa3_ref_params *p);
+
+#endif /* SA3_REFERENCE_H */
