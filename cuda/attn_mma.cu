@@ -1,0 +1,545 @@
+/* attn_mma.cu - attention with mma.sync: INT8 QK^T (m16n8k32), P.V in 16-bit (m16n8k16) or
+ * FP8 e4m3 (m16n8k32, sm89+), fp32 online softmax in the exp2 domain.
+ *
+ * CPU reference: csrc/sa3_reference.c (modes int8-fp16 / int8-fp8 with q_block = 16*MT,
+ * k_block = 64). Tests: tests/test_gpu_mma.py. Benchmark: benchmarks/bench_attention.py.
+ *
+ * One CTA = 4 warps = BQ query rows of one (batch, head); each warp owns 16*MT rows and
+ * walks all visible 64-key tiles. Per CTA:
+ *   1. Q tile (caller's layout, cp.async, zero-filled past Sq and D) -> per-warp INT8 with one
+ *      scale per warp (the Q quantization is fused here: Q never goes to global memory).
+ *   2. For each 64-key tile (double-buffered cp.async): S = Qi8 Ki8^T (int32), scaled to the
+ *      log2 domain with q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal),
+ *      online softmax, then O += P V.
+ *   3. O / l written in the caller's layout and dtype.
+ * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
+ * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
+ */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include "mma_workspace.cuh"
+#include "quant_kv.cuh"
+#include "sa3_launch.h"
+
+namespace {
+
+/* ---------------------------------------------------------------- mma wrappers */
+__device__ __forceinline__ void sa3_ldsm_x4(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa3_smem_addr(p)));
+}
+__device__ __forceinline__ void sa3_ldsm_x4_trans(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(sa3_smem_addr(p)));
+}
+__device__ __forceinline__ void sa3_mma_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <typename T>
+struct sa3_half_ops;
+
+template <>
+struct sa3_half_ops<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                     "{%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+template <>
+struct sa3_half_ops<__half> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
+        __half2 v = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                     "{%8,%9}, {%0,%1,%2,%3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+};
+
+__device__ __forceinline__ void sa3_mma_e4m3(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+                 "{%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap(); /* the launcher never selects FP8 PV below sm89 */
+#endif
+}
+
+/* Two floats -> two e4m3 bytes (lo in the low byte), RN + satfinite like the reference. */
+__device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
+    return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
+}
+
+/* ---------------------------------------------------------------- configuration */
+template <int DP_, int MT_, bool FP8_, bool QREG_, int WARPS_ = 4, int STAGES_ = (DP_ <= 128 ? 3 : 2)>
+struct sa3_mma_cfg {
+    static constexpr int DP = DP_, MT = MT_;
+    static constexpr bool FP8 = FP8_;
+    /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
+     * tile (+17% shared-memory reads, -32 registers: no spills at DP=128). */
+    static constexpr bool QREG = QREG_;
+    static constexpr int WARPS = WARPS_, THREADS = 32 * WARPS_;
+    /* K/V tiles in flight: with 3, a buffer is refilled two iterations after its use, so
+     * one barrier per tile suffices (2 stages keep DP=256 inside 227 KB for 2 CTAs/SM). */
+    static constexpr int STAGES = STAGES_;
+    static constexpr int BQ = WARPS * 16 * MT; /* query rows per CTA */
+    static constexpr int BK = 64;              /* keys per tile = K quantization block */
+    /* Row strides padded by 16 bytes: 8 consecutive rows of an ldmatrix land in 8 distinct
+     * 16-byte bank groups (no conflicts) without a swizzle. */
+    static constexpr int Q8_STRIDE = DP + 16;                     /* bytes, INT8 Q and K rows */
+    static constexpr int V_ROWS = FP8 ? DP : BK;                  /* V^T rows (FP8) or V rows */
+    static constexpr int V_STRIDE = FP8 ? (BK + 16) : (DP + 8) * 2; /* bytes */
+    static constexpr int STAGE_STRIDE = (DP + 8) * 2;             /* bytes, 16-bit Q staging */
+    static constexpr int Q8_BYTES = BQ * Q8_STRIDE;
+    static constexpr int K_TILE = BK * Q8_STRIDE;
+    static constexpr int V_TILE = V_ROWS * V_STRIDE;
+    static constexpr int KV_BYTES = STAGES * (K_TILE + V_TILE);
+    static constexpr int STAGE_BYTES = BQ * STAGE_STRIDE; /* aliases the K/V buffers */
+    static constexpr int SMEM = Q8_BYTES + (KV_BYTES > STAGE_BYTES ? KV_BYTES : STAGE_BYTES);
+};
+
+/* ---------------------------------------------------------------- the kernel */
+template <typename T, typename C>
+__global__ void __launch_bounds__(C::THREADS, 2) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
+    constexpr int DP = C::DP, MT = C::MT, BQ = C::BQ, BK = C::BK;
+    constexpr int CPR = DP / 8; /* 16-byte chunks per 16-bit row */
+    extern __shared__ __align__(128) uint8_t smem[];
+    uint8_t *s_q8 = smem;
+    uint8_t *s_k = smem + C::Q8_BYTES;
+    uint8_t *s_v = s_k + C::STAGES * C::K_TILE;
+    uint8_t *s_stage = s_k;
+
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int64_t qb = p.is_causal ? (int64_t)(gridDim.x - 1 - blockIdx.x) : (int64_t)blockIdx.x;
+    const int64_t hq = blockIdx.y, b = blockIdx.z;
+    const int64_t hk = hq / (p.heads_q / p.heads_kv);
+    const int64_t m0 = qb * BQ;
+    const int64_t bh = b * p.heads_kv + hk;
+    const int D = (int)p.head_dim;
+    const T *qg = static_cast<const T *>(p.q) + b * p.q_stride_b + hq * p.q_stride_h;
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride_b + hk * p.v_stride_h;
+    const int8_t *kq = w.kq + bh * w.skp * DP;
+    /* K scales are per (64-key block, thread column group): key j -> group (j % 8) / 2 */
+    const float *kscale = w.kscale + bh * (w.skp / 16) + (lane & 3);
+    const uint8_t *vq = C::FP8 ? w.vq + bh * DP * w.skp : nullptr;
+
+    /* 1. Q tile -> staging (16-bit) -> per-warp INT8 */
+    for (int i = tid; i < BQ * CPR; i += C::THREADS) {
+        const int r = i / CPR, c = i % CPR;
+        const int64_t row = m0 + r;
+        const bool ok = row < p.seq_q && c * 8 < D;
+        sa3_cp_async16(s_stage + r * C::STAGE_STRIDE + c * 16, ok ? qg + row * p.q_stride_s + c * 8 : qg,
+                       ok ? 16 : 0);
+    }
+    sa3_cp_async_commit();
+    sa3_cp_async_wait<0>();
+    __syncthreads();
+
+    /* Q scales follow the mma layout: a thread's accumulators hold rows g and g+8 of each
+     * 16-row m-tile, so rows (16i + r, 16i + r + 8) share one scale ("per-thread"
+     * granularity, as in SageAttention2): finer than per-warp at no cost in the loop. Lane
+     * group LPR handles one row; the pair partner sits 8 rows (8*LPR lanes) away. */
+    const int wrow0 = warp * 16 * MT;
+    constexpr int LPR = 32 / (16 * MT); /* lanes per row: 1 (MT=2) or 2 (MT=1) */
+    constexpr int CPL = CPR / LPR;      /* 16-byte chunks per lane */
+    const int my_row = wrow0 + lane / LPR;
+    const uint8_t *stage_row = s_stage + my_row * C::STAGE_STRIDE + (lane % LPR) * CPL * 16;
+    float amax = 0.f;
+#pragma unroll 4
+    for (int c = 0; c < CPL; ++c) {
+        uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+        const T *h = reinterpret_cast<const T *>(&raw);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(static_cast<float>(h[e])));
+    }
+    if (LPR == 2) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 8 * LPR));
+    {
+        /* amax below FLT_MIN (zero or subnormal) counts as zero: 127/amax would overflow */
+        const float q_inv = amax >= 1.17549435e-38f ? 127.f / amax : 0.f;
+        uint8_t *q8_row = s_q8 + my_row * C::Q8_STRIDE + (lane % LPR) * CPL * 8;
+#pragma unroll 4
+        for (int c = 0; c < CPL; ++c) {
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            const T *h = reinterpret_cast<const T *>(&raw);
+            uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+            for (int e = 0; e < 8; ++e) {
+                int q = __float2int_rn(static_cast<float>(h[e]) * q_inv);
+                q = max(-127, min(127, q));
+                packed[e / 4] |= (uint32_t)(uint8_t)(int8_t)q << (8 * (e % 4));
+            }
+            *reinterpret_cast<uint2 *>(q8_row + c * 8) = make_uint2(packed[0], packed[1]);
+        }
+    }
+    /* this thread's accumulator rows (16mt + g, +8) -> the scale computed by that row's lanes */
+    float q_scale[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) q_scale[mt] = __shfl_sync(0xffffffffu, amax, (mt * 16 + lane / 4) * LPR) / 127.f;
+    __syncwarp();
+    const uint8_t *q8_lane = s_q8 + (wrow0 + (lane & 15)) * C::Q8_STRIDE + (lane >> 4) * 16;
+    uint32_t qa[C::QREG ? MT : 1][C::QREG ? DP / 32 : 1][4];
+    if constexpr (C::QREG) {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int kc = 0; kc < DP / 32; ++kc) sa3_ldsm_x4(qa[mt][kc], q8_lane + mt * 16 * C::Q8_STRIDE + kc * 32);
+    }
+    __syncthreads(); /* staging aliases the K/V buffers */
+
+    /* 2. KV tiles */
+    const float scale_log2 = p.sm_scale * 1.4426950408889634f;
+    float q_factor[MT];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) q_factor[mt] = q_scale[mt] * scale_log2;
+    const int64_t kv_end = p.is_causal ? min(p.seq_k, m0 + BQ) : p.seq_k;
+    const int n_tiles = (int)sa3_ceil_div(kv_end, BK);
+
+    auto load_tile = [&](int j, int buf) {
+        uint8_t *dk = s_k + buf * C::K_TILE;
+        const int8_t *srck = kq + (int64_t)j * BK * DP;
+        for (int i = tid; i < BK * (DP / 16); i += C::THREADS) {
+            const int r = i / (DP / 16), c = i % (DP / 16);
+            sa3_cp_async16(dk + r * C::Q8_STRIDE + c * 16, srck + r * DP + c * 16, 16);
+        }
+        uint8_t *dv = s_v + buf * C::V_TILE;
+        if (C::FP8) {
+            for (int i = tid; i < DP * 4; i += C::THREADS) {
+                const int d = i / 4, c = i % 4;
+                sa3_cp_async16(dv + d * C::V_STRIDE + c * 16, vq + (int64_t)d * w.skp + (int64_t)j * BK + c * 16, 16);
+            }
+        } else {
+            for (int i = tid; i < BK * CPR; i += C::THREADS) {
+                const int r = i / CPR, c = i % CPR;
+                const int64_t t = (int64_t)j * BK + r;
+                const bool ok = t < p.seq_k && c * 8 < D; /* zeros, not garbage: 0 * NaN = NaN */
+                sa3_cp_async16(dv + r * C::V_STRIDE + c * 16, ok ? vg + t * p.v_stride_s + c * 8 : vg, ok ? 16 : 0);
+            }
+        }
+    };
+
+    float o[MT][DP / 8][4];
+    float m_i[MT][2], l_i[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int dn = 0; dn < DP / 8; ++dn)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) o[mt][dn][e] = 0.f;
+        m_i[mt][0] = m_i[mt][1] = -INFINITY;
+        l_i[mt][0] = l_i[mt][1] = 0.f;
+    }
+
+#pragma unroll
+    for (int t = 0; t < C::STAGES - 1; ++t) {
+        if (t < n_tiles) load_tile(t, t);
+        sa3_cp_async_commit(); /* empty groups keep the wait counts uniform */
+    }
+    int buf = 0;
+    for (int j = 0; j < n_tiles; ++j) {
+        sa3_cp_async_wait<C::STAGES - 2>(); /* tile j has landed (this thread's copies) */
+        __syncthreads();                    /* ... everyone's; and tile j-1's buffer is free */
+        {
+            const int t = j + C::STAGES - 1;
+            int nb = buf + C::STAGES - 1;
+            nb = nb >= C::STAGES ? nb - C::STAGES : nb;
+            if (t < n_tiles) load_tile(t, nb);
+            sa3_cp_async_commit();
+        }
+        const uint8_t *ck = s_k + buf * C::K_TILE;
+        const uint8_t *cv = s_v + buf * C::V_TILE;
+        buf = buf + 1 == C::STAGES ? 0 : buf + 1;
+        const float k_scale = kscale[4 * j];
+
+        /* Accumulators start at the bit pattern of 1.5*2^23: the mma's integer add then
+         * leaves float(1.5*2^23 + acc) in each register, exact for |acc| < 2^22 (an INT8
+         * dot over 256 channels is at most 127*127*256 < 2^22). No I2F conversions, which
+         * run on the same slow unit as exp2. */
+        int s[MT][8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[mt][nt][e] = 0x4B400000;
+#pragma unroll
+        for (int kc = 0; kc < DP / 32; ++kc) {
+            uint32_t qf[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                if constexpr (C::QREG) {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) qf[mt][e] = qa[mt][kc][e];
+                } else {
+                    sa3_ldsm_x4(qf[mt], q8_lane + mt * 16 * C::Q8_STRIDE + kc * 32);
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < 4; ++np) {
+                uint32_t bk[4];
+                sa3_ldsm_x4(bk, ck + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * C::Q8_STRIDE + kc * 32 +
+                                    ((lane >> 3) & 1) * 16);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    sa3_mma_s8(s[mt][2 * np], qf[mt], bk[0], bk[1]);
+                    sa3_mma_s8(s[mt][2 * np + 1], qf[mt], bk[2], bk[3]);
+                }
+            }
+        }
+
+        /* sf: biased scores 1.5*2^23 + acc (exact floats), -inf where masked; then P */
+        float sf[MT][8][4];
+        const int64_t col0 = (int64_t)j * BK;
+        const bool need_mask = col0 + BK > p.seq_k || (p.is_causal && col0 + BK - 1 > m0);
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) sf[mt][nt][e] = __int_as_float(s[mt][nt][e]);
+        if (need_mask) {
+            /* masks in int: key offset inside the tile vs. the limits of this warp's rows */
+            const int col_lim = (int)(p.seq_k - col0 < BK ? p.seq_k - col0 : BK);
+            const int64_t diag = m0 + wrow0 - col0; /* key c visible to warp row r iff c <= r + diag */
+            const int diag_c = (int)(diag > 2 * BK ? 2 * BK : (diag < -2 * BK - 16 * MT ? -2 * BK - 16 * MT : diag));
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) {
+                        const int c = nt * 8 + 2 * (lane & 3) + (e & 1);
+                        const int r = mt * 16 + (lane >> 2) + (e >> 1) * 8;
+                        if (c >= col_lim || (p.is_causal && c > r + diag_c)) sf[mt][nt][e] = -INFINITY;
+                    }
+        }
+
+        float alpha[MT][2];
+        /* online softmax of m-tile mt: running max, P (in sf), row sums */
+        auto softmax_tile = [&](const int mt) {
+            /* log2-domain factor; clamped > 0 so -inf * factor stays -inf (never NaN) */
+            const float kf = fmaxf(q_factor[mt] * k_scale, 1e-30f);
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                float mx = -INFINITY;
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(sf[mt][nt][2 * r], sf[mt][nt][2 * r + 1]));
+                /* scale before reducing over the quad: its 4 lanes hold different key groups,
+                 * so different K scales */
+                mx = (mx - 12582912.0f) * kf;
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_i[mt][r], mx);
+                const float m_use = m_new == -INFINITY ? 0.f : m_new;
+                alpha[mt][r] = sa3_exp2(m_i[mt][r] - m_use);
+                m_i[mt][r] = m_new;
+                /* p = exp2(acc*kf - m) as one FFMA: (bias+acc)*kf + (-bias*kf - m). FP8 PV
+                 * folds P's 448 scale in here too (l then carries it, the epilogue divides). */
+                const float c = -(12582912.0f * kf) - m_use + (C::FP8 ? 8.807354922057604f : 0.f);
+                float rs = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                    for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                        const float pe = sa3_exp2(fmaf(sf[mt][nt][e], kf, c));
+                        sf[mt][nt][e] = pe;
+                        rs += pe;
+                    }
+                l_i[mt][r] = l_i[mt][r] * alpha[mt][r] + rs;
+            }
+        };
+        auto rescale_tile = [&](const int mt) {
+#pragma unroll
+            for (int dn = 0; dn < DP / 8; ++dn) {
+                o[mt][dn][0] *= alpha[mt][0];
+                o[mt][dn][1] *= alpha[mt][0];
+                o[mt][dn][2] *= alpha[mt][1];
+                o[mt][dn][3] *= alpha[mt][1];
+            }
+        };
+        /* O += P V for m-tiles [mt0, mt1) */
+        auto pv_tiles = [&](const int mt0, const int mt1) {
+            if constexpr (!C::FP8) {
+#pragma unroll
+                for (int kc = 0; kc < BK / 16; ++kc) {
+                    uint32_t pa[MT][4];
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt) {
+                        pa[mt][0] = sa3_half_ops<T>::pack(sf[mt][2 * kc][0], sf[mt][2 * kc][1]);
+                        pa[mt][1] = sa3_half_ops<T>::pack(sf[mt][2 * kc][2], sf[mt][2 * kc][3]);
+                        pa[mt][2] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1]);
+                        pa[mt][3] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3]);
+                    }
+#pragma unroll
+                    for (int dp = 0; dp < DP / 16; ++dp) {
+                        uint32_t bv[4];
+                        sa3_ldsm_x4_trans(bv, cv + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::V_STRIDE +
+                                                  (dp * 16 + (lane >> 4) * 8) * 2);
+#pragma unroll
+                        for (int mt = mt0; mt < mt1; ++mt) {
+                            sa3_half_ops<T>::mma(o[mt][2 * dp], pa[mt], bv[0], bv[1]);
+                            sa3_half_ops<T>::mma(o[mt][2 * dp + 1], pa[mt], bv[2], bv[3]);
+                        }
+                    }
+                }
+            } else {
+#pragma unroll
+                for (int kc = 0; kc < BK / 32; ++kc) {
+                    uint32_t pa[MT][4];
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt) {
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) { /* a0/a1: tiles 4kc,4kc+1; a2/a3: 4kc+2,4kc+3 */
+                            const int t0 = 4 * kc + 2 * half;
+                            pa[mt][2 * half] = sa3_e4m3x2(sf[mt][t0][0], sf[mt][t0][1]) |
+                                               sa3_e4m3x2(sf[mt][t0 + 1][0], sf[mt][t0 + 1][1]) << 16;
+                            pa[mt][2 * half + 1] = sa3_e4m3x2(sf[mt][t0][2], sf[mt][t0][3]) |
+                                                   sa3_e4m3x2(sf[mt][t0 + 1][2], sf[mt][t0 + 1][3]) << 16;
+                        }
+                    }
+#pragma unroll
+                    for (int np = 0; np < DP / 16; ++np) {
+                        uint32_t bv[4];
+                        sa3_ldsm_x4(bv, cv + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * C::V_STRIDE + kc * 32 +
+                                            ((lane >> 3) & 1) * 16);
+#pragma unroll
+                        for (int mt = mt0; mt < mt1; ++mt) {
+                            sa3_mma_e4m3(o[mt][2 * np], pa[mt], bv[0], bv[1]);
+                            sa3_mma_e4m3(o[mt][2 * np + 1], pa[mt], bv[2], bv[3]);
+                        }
+                    }
+                }
+            }
+        };
+
+        {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) softmax_tile(mt);
+            /* Rescale O only when some row's max moved (rare after the first tiles of a long
+             * sequence): multiplying by exactly 1 is skipped, the result is bit-identical. */
+            bool moved = false;
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) moved |= alpha[mt][0] != 1.f || alpha[mt][1] != 1.f;
+            if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) rescale_tile(mt);
+            }
+            pv_tiles(0, MT);
+        }
+    }
+
+    /* 3. epilogue: O / l in the caller's layout */
+    T *og = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float l = l_i[mt][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            const float inv_l = l > 0.f ? 1.f / l : 0.f;
+            const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
+            if (row >= p.seq_q) continue;
+#pragma unroll
+            for (int dn = 0; dn < DP / 8; ++dn) {
+                const int col = dn * 8 + 2 * (lane & 3);
+                if (col >= D) continue;
+                float x0 = o[mt][dn][2 * r], x1 = o[mt][dn][2 * r + 1];
+                if constexpr (C::FP8) { /* l carries P's 448; V's scale is max|V|/448 */
+                    x0 *= w.vscale[bh * DP + col];
+                    x1 *= w.vscale[bh * DP + col + 1];
+                }
+                *reinterpret_cast<uint32_t *>(og + row * p.o_stride_s + col) = sa3_half_ops<T>::pack(x0 * inv_l, x1 * inv_l);
+            }
+        }
+}
+
+template <typename T, typename C>
+sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t stream, char *err,
+                           size_t err_len) {
+    int smem_optin = 0;
+    SA3_CUDA_TRY(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, p->device),
+                 "cudaDeviceGetAttribute");
+    if (C::SMEM > smem_optin) {
+        snprintf(err, err_len, "head_dim %lld needs %d bytes of shared memory, sm_%d allows %d",
+                 (long long)p->head_dim, C::SMEM, p->sm_arch, smem_optin);
+        return SA3_ERR_UNSUPPORTED;
+    }
+    auto kernel = sa3_attn_mma_kernel<T, C>;
+    SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
+                 "cudaFuncSetAttribute");
+    const dim3 grid((unsigned)sa3_ceil_div(p->seq_q, C::BQ), (unsigned)p->heads_q, (unsigned)p->batch);
+    kernel<<<grid, C::THREADS, C::SMEM, stream>>>(*p, *w);
+    SA3_LAUNCH_CHECK("attn_mma launch");
+    return SA3_OK;
+}
+
+template <typename T, int DP, int MT, bool QREG>
+sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
+    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG>>(p, w, s, err, n)
+                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG>>(p, w, s, err, n);
+}
+
+/* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
+ * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
+ * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast). */
+template <typename T>
+sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
+    switch (w->dp) {
+    case 64: return sa3_attn_pv<T, 64, 2, true>(p, w, s, err, n);
+    case 128: return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
+    default: return sa3_attn_pv<T, 256, 1, false>(p, w, s, err, n);
+    }
+}
+
+} // namespace
+
+extern "C" size_t sa3_mma_workspace_bytes(int64_t batch, int64_t heads_kv, int64_t seq_k, int64_t head_dim,
+                                          sa3_pv_mode pv_mode) {
+    return sa3_mma_ws_layout(nullptr, batch, heads_kv, seq_k, head_dim, pv_mode == SA3_PV_FP8).bytes;
+}
+
+extern "C" sa3_status sa3_mma_attention(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
+    if (p->pv_mode == SA3_PV_FP8 && p->sm_arch < 89) {
+        snprintf(err, err_len, "FP8 P.V needs sm_89 or newer, this is sm_%d", p->sm_arch);
+        return SA3_ERR_UNSUPPORTED;
+    }
+    if (p->heads_q > 65535 || p->batch > 65535 || p->batch * p->heads_kv > INT32_MAX) {
+        snprintf(err, err_len, "batch=%lld heads=%lld exceed the launch grid", (long long)p->batch,
+                 (long long)p->heads_q);
+        return SA3_ERR_UNSUPPORTED;
+    }
+    const sa3_mma_ws w = sa3_mma_ws_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim,
+                                           p->pv_mode == SA3_PV_FP8);
+    if (w.bytes > p->workspace_bytes) {
+        snprintf(err, err_len, "workspace too small: %zu < %zu bytes", p->workspace_bytes, w.bytes);
+        return SA3_ERR_VALUE;
+    }
+    sa3_device_guard guard;
+    SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
+    cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+    sa3_status s = sa3_quant_kv_launch(p, &w, stream, err, err_len);
+    if (s != SA3_OK) return s;
+    return p->dtype == SA3_DTYPE_BF16 ? sa3_attn_dispatch<__nv_bfloat16>(p, &w, stream, err, err_len)
+                                      : sa3_attn_dispatch<__half>(p, &w, stream, err, err_len);
+}

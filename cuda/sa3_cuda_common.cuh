@@ -1,0 +1,73 @@
+/* sa3_cuda_common.cuh - small device helpers and the host-side error plumbing shared by the
+ * kernel files. Internal to cuda/: csrc/ never includes it. */
+#pragma once
+
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "sa3_params.h"
+
+/* Map a CUDA error to a status + message. "No kernel image" is UNSUPPORTED (the Python
+ * layer falls back), everything else is a runtime error. */
+static inline sa3_status sa3_cuda_fail(cudaError_t e, const char *what, char *err, size_t err_len) {
+    if (err && err_len) snprintf(err, err_len, "%s: %s (%s)", what, cudaGetErrorString(e), cudaGetErrorName(e));
+    if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction) return SA3_ERR_UNSUPPORTED;
+    return SA3_ERR_CUDA;
+}
+
+#define SA3_CUDA_TRY(call, what)                                          \
+    do {                                                                  \
+        cudaError_t sa3_e_ = (call);                                      \
+        if (sa3_e_ != cudaSuccess) return sa3_cuda_fail(sa3_e_, what, err, err_len); \
+    } while (0)
+
+/* After a launch: configuration errors show up in cudaGetLastError (no sync needed). */
+#define SA3_LAUNCH_CHECK(what) SA3_CUDA_TRY(cudaGetLastError(), what)
+
+/* Switch to the tensors' device for the duration of a launcher and back (launching on a
+ * stream of another device than the current one fails). */
+struct sa3_device_guard {
+    int prev = -1;
+    bool switched = false;
+    cudaError_t enter(int device) {
+        cudaError_t e = cudaGetDevice(&prev);
+        if (e != cudaSuccess) return e;
+        if (prev != device) {
+            e = cudaSetDevice(device);
+            switched = (e == cudaSuccess);
+        }
+        return e;
+    }
+    ~sa3_device_guard() {
+        if (switched) cudaSetDevice(prev);
+    }
+};
+
+__host__ __device__ static inline int64_t sa3_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ static inline int64_t sa3_round_up(int64_t a, int64_t b) { return sa3_ceil_div(a, b) * b; }
+
+/* The padded head dim a kernel instance works on (columns past D are zeros). */
+static inline int sa3_padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
+
+/* ---- device helpers ---- */
+__device__ __forceinline__ uint32_t sa3_smem_addr(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+/* 16-byte async copy global->shared; src_bytes < 16 zero-fills the rest (0 = all zeros). */
+__device__ __forceinline__ void sa3_cp_async16(void *smem, const void *gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa3_smem_addr(smem)), "l"(gmem),
+                 "r"(src_bytes));
+}
+__device__ __forceinline__ void sa3_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void sa3_cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+__device__ __forceinline__ float sa3_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
