@@ -1,0 +1,30 @@
+"""torch.library custom op wrapping the dispatcher, so torch.compile(fullgraph=True) sees one
+opaque op with a shape-only fake implementation. Eager calls skip it (the op dispatch costs
+more host time than the kernel launch); only traced code goes through here."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from . import _dispatch, _stats
+
+
+@torch.library.custom_op("sageattn3::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, heads: int,
+              is_causal: bool, sm_scale: Optional[float], kernel: str, pv: str) -> torch.Tensor:
+    h = heads if heads > 0 else None
+    out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h, is_causal=is_causal,
+                                          sm_scale=sm_scale, kernel=kernel, pv=pv)
+    if out is not None:
+        return out
+    _stats.record_fallback(reason)
+    # Custom ops may not return views of their inputs' storage-sharing results; SDPA output
+    # is fresh memory, contiguous() keeps the declared layout for the NHD transposes.
+    return _dispatch.sdpa(q, k, v, layout=layout, heads=h, is_causal=is_causal,
+                          sm_scale=sm_scale).contiguous()
+
+
+@attention.register_fake
+def _(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
+    return torch.empty_like(q)

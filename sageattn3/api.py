@@ -1,0 +1,65 @@
+"""Public attention functions.
+
+`sageattn3_blackwell` keeps the official SageAttention3 signature (ComfyUI core imports it
+from `sageattn3` and registers it as attention "sage3"; existing custom nodes import it from
+`sageattn3.api`). `sageattn` is the general entry with layouts, scale and precision choice.
+Both run a sageattn3 kernel when one can serve the call and torch SDPA otherwise; the
+reason for every fallback is logged once and counted in `sageattn3.stats()`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import _dispatch, _stats
+
+__all__ = ["sageattn", "sageattn3_blackwell"]
+
+
+def _run(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv, attn_mask=None):
+    if _dispatch.torch is None:
+        raise ImportError("sageattn3 attention needs torch; only the NumPy reference works without it")
+    _dispatch.validate_args(layout, heads, kernel, pv)
+    if attn_mask is not None:
+        reason = "attn_mask given: kernels take no mask"
+    elif _compiling():
+        # Under torch.compile the decision must live inside an opaque custom op.
+        from . import _op
+        return _op.attention(q, k, v, layout, heads or 0, bool(is_causal), sm_scale, kernel, pv)
+    else:
+        out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=heads, is_causal=is_causal,
+                                              sm_scale=sm_scale, kernel=kernel, pv=pv)
+        if out is not None:
+            return out
+    _stats.record_fallback(reason)
+    return _dispatch.sdpa(q, k, v, layout=layout, heads=heads, attn_mask=attn_mask,
+                          is_causal=is_causal, sm_scale=sm_scale)
+
+
+def _compiling() -> bool:
+    compiler = getattr(_dispatch.torch, "compiler", None)
+    return compiler is not None and compiler.is_compiling()
+
+
+def sageattn(q, k, v, tensor_layout: str = "HND", is_causal: bool = False,
+             sm_scale: Optional[float] = None, *, heads: Optional[int] = None,
+             kernel: str = "auto", pv: str = "auto", **unused):
+    """Attention softmax(q k^T * sm_scale) v with quantized kernels where they serve.
+
+    tensor_layout: "HND" (B,H,S,D), "NHD" (B,S,H,D) or "NHD_FLAT" (B,S,H*D, needs `heads`).
+    k/v may have fewer heads than q (GQA/MQA). is_causal follows torch SDPA (top-left).
+    pv: "fp16" (P.V in the input's 16-bit type: most accurate), "fp8" (FP8 e4m3: fastest on
+    sm89+ where available), "auto" (per-device default, see `info()`).
+    Extra keyword arguments of other SageAttention versions are accepted and ignored.
+    """
+    return _run(q, k, v, tensor_layout, heads, is_causal, sm_scale, kernel, pv)
+
+
+def sageattn3_blackwell(q, k, v, attn_mask=None, is_causal=False, per_block_mean=True, **unused):
+    """Drop-in for SageAttention3's function of the same name: (B, H, S, D) inputs.
+
+    Unlike the original, an `attn_mask` is honoured (the call goes to SDPA with it) and the
+    inputs are never modified. `per_block_mean` selects Q smoothing in the NVFP4 kernel; the
+    INT8 kernels don't need it (INT8 keeps Q's range) and ignore it.
+    """
+    del per_block_mean
+    return _run(q, k, v, "HND", None, is_causal, None, "auto", "auto", attn_mask=attn_mask)
