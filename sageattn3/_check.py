@@ -1,0 +1,667 @@
+"""Numeric self-test behind `python -m sageattn3 check`.
+
+Three sections, each a list of cases with one error figure, a bound and PASS/FAIL/SKIP:
+
+(a) reference: the C reference (`_C.reference_attention`) in every mode against float64
+    NumPy attention on fresh random inputs: odd lengths, Sq != Sk, GQA/MQA, causal, a
+    K-offset case, NHD layout, an odd head dim, an explicit scale.
+(b) sdpa: with torch, the SDPA fallback of `sageattn()` on CPU (and on a CUDA device when
+    there is one) gives exactly what calling torch SDPA directly gives, in every layout,
+    with GQA, causal, scale and mask, and the fallback is counted in `stats()`.
+(c) kernel: on a CUDA GPU with compiled kernels, the mma kernel (pv fp16 and fp8) against
+    float64 on K-offset bf16/fp16 inputs: odd lengths (77, 1000, 4097), Sq != Sk, NHD/HND/
+    NHD_FLAT, strided (qkv-packed) inputs, GQA/MQA, causal, head dims 32..256. The kernel is
+    called with a NaN-filled output so unwritten rows show up; the inputs are checked to be
+    unmodified; on small shapes the result is also compared with `_C.reference_attention`
+    in the same quantization mode, which must be much closer than float64 is. One case
+    goes through the public `sageattn(kernel="auto")` and must be served by the kernel.
+
+Error figure: rel-L1 = sum|out - ref| / sum|ref| (float64).
+
+Bounds (rel-L1 vs float64; inputs N(0,1), K optionally + a per-channel offset of several
+sigma, which smoothing removes before quantization). sigma_s = sm_scale * sqrt(D) is the
+spread of the scores for such inputs; s = max(1, sigma_s). See `bound()`:
+  exact      1e-5          fp32 arithmetic only (measured 1e-7..5e-7).
+  int8-fp16  0.016 * s     INT8 Q/K with one absmax scale per block: rounding RMS
+                           amax/(127*sqrt(12)) ~ 0.009 sigma per operand, i.e. ~0.013 sigma_s of
+                           score noise, ~0.010-0.013 rel-L1 of the output at sigma_s = 1, growing
+                           linearly with sigma_s; P and V in bf16 (8 bits) add ~0.002 in
+                           quadrature. Measured on the reference over D 32..256, causal, K offset:
+                           0.009-0.0127 at s = 1, up to 0.0196 at s = 1.8. Bound: 1.25x.
+  int8-fp8   hypot(0.042, 0.016 * s)
+                           P and V rounded to e4m3 (3 mantissa bits) cost ~0.025 rel-L1 each
+                           (measured one at a time), ~0.035 together, plus the INT8 term.
+                           Measured: 0.030-0.037. Bound at s = 1: 0.045.
+  nvfp4      hypot(0.19, 0.14 * s)
+                           Q, K, P, V all in e2m1 (1 mantissa bit: 4x the e4m3 step) with e4m3
+                           scales per 16 values; the Q/K part grows with sigma_s. Measured:
+                           0.156-0.191 at s = 1, up to 0.249 at s = 1.8. Bound at s = 1: 0.236.
+These are floors of the formats, not of our code: SageAttention2.2 measures 0.011 (fp16 PV)
+and 0.037 (fp8 PV) on the same kind of input (ANCHORS.md); 0.012 / 0.03 are not reachable
+by the reference itself on N(0,1) inputs.
+The GPU kernel's output is rounded to bf16/fp16 once more, so its bound vs float64 adds
+OUT_ROUNDING; against the reference in the same mode it must stay within TIGHT_FACTOR of the
+mode's bound plus OUT_ROUNDING (only summation order, exp2 approximation and that final
+rounding differ).
+
+Runs in well under 60 s on a 2-core CPU (sections a, b) and on an H100 (all three).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, List, Optional, Sequence
+
+import numpy as np
+
+from . import _stats
+from ._ext import LOAD_ERROR, _C
+
+BOUNDS = {"exact": 1e-5, "int8-fp16": 0.016, "int8-fp8": 0.045, "nvfp4": 0.236}  # at sigma_s <= 1
+PV_MODE = {"fp16": "int8-fp16", "fp8": "int8-fp8"}  # kernel pv -> reference mode
+OUT_ROUNDING = {"bfloat16": 0.003, "float16": 0.001}
+TIGHT_FACTOR = 0.3
+K_OFFSET_SIGMA = 5.0  # per-channel K offset, in units of K's standard deviation
+
+
+@dataclass
+class Result:
+    section: str
+    case: str
+    mode: str
+    metric: Optional[float] = None  # rel-L1 vs float64 (or max diff for the SDPA section)
+    bound: Optional[float] = None
+    status: str = "PASS"            # PASS | FAIL | SKIP
+    vs_ref: Optional[float] = None  # kernel vs C reference, same mode
+    vs_ref_bound: Optional[float] = None
+    seconds: float = 0.0
+    note: str = ""
+
+
+@dataclass
+class Report:
+    seed: int
+    results: List[Result] = field(default_factory=list)
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    @property
+    def failed(self) -> List[Result]:
+        return [r for r in self.results if r.status == "FAIL"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def counts(self) -> dict:
+        c = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+        for r in self.results:
+            c[r.status] = c.get(r.status, 0) + 1
+        return c
+
+    def to_json(self) -> dict:
+        return {"seed": self.seed, "seconds": round(self.seconds, 2), "device": self.device,
+                "ok": self.ok, "counts": self.counts(), "results": [asdict(r) for r in self.results]}
+
+
+
+
+def bound(mode: str, d: int, sm_scale: Optional[float] = None) -> float:
+    """rel-L1 bound vs float64 for N(0,1) inputs (see the module docstring)."""
+    sigma_s = (1.0 / math.sqrt(d) if sm_scale is None else abs(float(sm_scale))) * math.sqrt(d)
+    s = max(1.0, sigma_s)
+    if mode == "exact":
+        return 1e-5
+    if mode == "int8-fp16":
+        return 0.016 * s
+    if mode == "int8-fp8":
+        return math.hypot(0.042, 0.016 * s)
+    if mode == "nvfp4":
+        return math.hypot(0.19, 0.14 * s)
+    raise ValueError(mode)
+
+
+# ----------------------------------------------------------------------------- float64 math
+
+def rel_l1(out, ref) -> float:
+    out = np.asarray(out, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    den = np.abs(ref).sum()
+    return float(np.abs(out - ref).sum() / den) if den > 0 else float(np.abs(out).sum())
+
+
+def attention_f64(q, k, v, *, is_causal=False, sm_scale=None, layout="HND"):
+    """Plain float64 softmax(q k^T * scale) v on NumPy arrays; GQA by head groups; causal is
+    top-left (key j visible to query i iff j <= i), as torch SDPA."""
+    q, k, v = (np.asarray(x, dtype=np.float64) for x in (q, k, v))
+    if layout == "NHD":
+        q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    hq, hkv, d = q.shape[1], k.shape[1], q.shape[3]
+    g = hq // hkv
+    if g > 1:
+        k, v = np.repeat(k, g, axis=1), np.repeat(v, g, axis=1)
+    scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
+    s = np.matmul(q, k.transpose(0, 1, 3, 2)) * scale
+    if is_causal:
+        s = np.where(np.tri(s.shape[2], s.shape[3], dtype=bool), s, -np.inf)
+    s -= s.max(axis=-1, keepdims=True)
+    p = np.exp(s)
+    p /= p.sum(axis=-1, keepdims=True)
+    o = np.matmul(p, v)
+    return o.transpose(0, 2, 1, 3) if layout == "NHD" else o
+
+
+# ----------------------------------------------------------------------------- (a) reference
+
+# (name, B, Hq, Hkv, Sq, Sk, D, causal, layout, k_offset, sm_scale, per_block_mean)
+REF_CASES = [
+    ("odd length 77", 1, 2, 2, 77, 77, 64, False, "HND", False, None, False),
+    ("Sq!=Sk 50x131, NHD", 2, 2, 2, 50, 131, 128, False, "NHD", False, None, False),
+    ("GQA 4/2 causal 77", 1, 4, 2, 77, 77, 64, True, "HND", False, None, False),
+    ("MQA causal Sq<Sk 33x100", 1, 3, 1, 33, 100, 32, True, "HND", False, None, False),
+    ("K-offset 256, D128", 1, 2, 2, 256, 256, 128, False, "HND", True, None, False),
+    ("K-offset D80 scale 0.2, NHD", 1, 2, 2, 65, 200, 80, False, "NHD", True, 0.2, False),
+    ("K-offset per-block-mean", 1, 2, 2, 130, 130, 64, False, "HND", True, None, True),
+]
+REF_MODES = ("exact", "int8-fp16", "int8-fp8", "nvfp4")
+
+
+def _np_inputs(rng, b, hq, hkv, sq, sk, d, layout, k_offset):
+    def shape(h, s):
+        return (b, s, h, d) if layout == "NHD" else (b, h, s, d)
+
+    q = rng.standard_normal(shape(hq, sq), dtype=np.float32)
+    k = rng.standard_normal(shape(hkv, sk), dtype=np.float32)
+    v = rng.standard_normal(shape(hkv, sk), dtype=np.float32)
+    if k_offset:
+        off = (K_OFFSET_SIGMA * rng.standard_normal((hkv, d))).astype(np.float32)
+        k += off[None, :, None, :] if layout == "HND" else off[None, None, :, :]
+    return q, k, v
+
+
+def check_reference(rng, emit) -> None:
+    if _C is None:
+        emit(Result("reference", "C extension", "-", status="FAIL", note=str(LOAD_ERROR)))
+        return
+    for name, b, hq, hkv, sq, sk, d, causal, layout, koff, scale, pbm in REF_CASES:
+        q, k, v = _np_inputs(rng, b, hq, hkv, sq, sk, d, layout, koff)
+        ref = attention_f64(q, k, v, is_causal=causal, sm_scale=scale, layout=layout)
+        label = f"{name} ({b},{hq}/{hkv},{sq}x{sk},{d})"
+        for mode in REF_MODES:
+            t0 = time.perf_counter()
+            try:
+                out = _C.reference_attention(q, k, v, mode=mode, is_causal=causal, sm_scale=scale,
+                                             per_block_mean=pbm, layout=layout)
+            except Exception as exc:  # a crash in the reference is a failure, not a skip
+                emit(Result("reference", label, mode, status="FAIL", note=f"{type(exc).__name__}: {exc}"))
+                continue
+            err = rel_l1(out, ref)
+            bnd = bound(mode, d, scale)
+            ok = out.shape == ref.shape and np.isfinite(out).all() and err <= bnd
+            emit(Result("reference", label, mode, metric=err, bound=bnd, status="PASS" if ok else "FAIL",
+                        seconds=time.perf_counter() - t0,
+                        note="" if out.shape == ref.shape else f"shape {out.shape} != {ref.shape}"))
+
+
+# ----------------------------------------------------------------------------- torch helpers
+
+def _torch():
+    try:
+        import torch
+        return torch
+    except Exception:
+        return None
+
+
+def make_inputs(torch, gen, b, hq, hkv, sq, sk, d, *, layout="HND", dtype=None, device="cpu",
+                k_offset=False, packed=False):
+    """Random q, k, v in `layout`; K optionally with a per-(head, channel) offset.
+    packed=True: NHD views into one (B, S, 3, H, D) qkv tensor (strided, like a fused qkv
+    projection); needs Sq == Sk and Hq == Hkv."""
+    dtype = dtype or torch.bfloat16
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=gen, device=device, dtype=torch.float32).to(dtype)
+
+    if packed:
+        qkv = rnd(b, sq, 3, hq, d)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        layout = "NHD"
+    elif layout == "HND":
+        q, k, v = rnd(b, hq, sq, d), rnd(b, hkv, sk, d), rnd(b, hkv, sk, d)
+    elif layout == "NHD":
+        q, k, v = rnd(b, sq, hq, d), rnd(b, sk, hkv, d), rnd(b, sk, hkv, d)
+    else:
+        q, k, v = rnd(b, sq, hq * d), rnd(b, sk, hkv * d), rnd(b, sk, hkv * d)
+    if k_offset:
+        off = (K_OFFSET_SIGMA * torch.randn(hkv, d, generator=gen, device=device)).to(dtype)
+        to_hnd(k, layout, hkv).add_(off[None, :, None, :])
+    return q, k, v
+
+
+def to_hnd(x, layout, heads):
+    """(B, H, S, D) view of a tensor in `layout` (no copy)."""
+    if layout == "HND":
+        return x
+    if layout == "NHD":
+        return x.transpose(1, 2)
+    b, s, hd = x.shape
+    return x.view(b, s, heads, hd // heads).transpose(1, 2)
+
+
+def reference_f64_torch(torch, qh, kh, vh, *, is_causal=False, sm_scale=None, rows=None, heads=None):
+    """float64 attention on (B, H, S, D) views, on their device. rows: query-row indices (a
+    subset keeps huge shapes cheap); heads: query-head indices. Returns (B, len(heads),
+    len(rows), D) float64."""
+    b, hq, sq, d = qh.shape
+    hkv, sk = kh.shape[1], kh.shape[2]
+    g = hq // hkv
+    scale = 1.0 / math.sqrt(d) if sm_scale is None else float(sm_scale)
+    rows = torch.arange(sq, device=qh.device) if rows is None else rows.to(qh.device)
+    heads = list(range(hq)) if heads is None else list(heads)
+    out = torch.empty(b, len(heads), rows.numel(), d, dtype=torch.float64, device=qh.device)
+    chunk = max(1, (1 << 27) // max(sk, 1))  # <= 1 GiB of float64 scores at a time
+    for bi in range(b):
+        for oi, h in enumerate(heads):
+            kk = kh[bi, h // g].double()
+            vv = vh[bi, h // g].double()
+            for r0 in range(0, rows.numel(), chunk):
+                r = rows[r0:r0 + chunk]
+                s = (qh[bi, h].index_select(0, r).double() @ kk.T) * scale
+                if is_causal:
+                    s.masked_fill_(torch.arange(sk, device=s.device)[None, :] > r[:, None], float("-inf"))
+                out[bi, oi, r0:r0 + r.numel()] = torch.softmax(s, dim=-1) @ vv
+    return out
+
+
+def rel_l1_torch(torch, out, ref) -> float:
+    out = out.to(torch.float64)
+    ref = ref.to(torch.float64)
+    den = ref.abs().sum().item()
+    return (out - ref).abs().sum().item() / den if den > 0 else out.abs().sum().item()
+
+
+# ----------------------------------------------------------------------------- (b) SDPA passthrough
+
+def _direct_sdpa(torch, q, k, v, layout, heads, attn_mask=None, is_causal=False, scale=None):
+    F = torch.nn.functional
+    if layout == "NHD_FLAT":
+        d = q.shape[-1] // heads
+        qh = q.unflatten(-1, (heads, d)).transpose(1, 2)
+        kh = k.unflatten(-1, (k.shape[-1] // d, d)).transpose(1, 2)
+        vh = v.unflatten(-1, (v.shape[-1] // d, d)).transpose(1, 2)
+    elif layout == "NHD":
+        qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    else:
+        qh, kh, vh = q, k, v
+    kw = {"enable_gqa": True} if qh.shape[1] != kh.shape[1] else {}
+    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=attn_mask, is_causal=is_causal, scale=scale, **kw)
+    if layout == "HND":
+        return o
+    o = o.transpose(1, 2)
+    return o if layout == "NHD" else o.reshape(o.shape[0], o.shape[1], -1)
+
+
+# (name, B, Hq, Hkv, Sq, Sk, D, layout, causal, scale, dtype, mask)
+SDPA_CASES = [
+    ("HND", 1, 2, 2, 77, 77, 64, "HND", False, None, "float32", False),
+    ("NHD Sq!=Sk", 2, 2, 2, 50, 131, 32, "NHD", False, None, "float32", False),
+    ("NHD_FLAT GQA causal", 1, 4, 2, 65, 65, 64, "NHD_FLAT", True, None, "float32", False),
+    ("HND scale 0.3 bf16", 1, 2, 2, 40, 90, 64, "HND", False, 0.3, "bfloat16", False),
+    ("HND bool mask", 1, 2, 2, 33, 47, 32, "HND", False, None, "float32", True),
+]
+
+
+def check_sdpa(torch, gen_seed, emit, device="cpu") -> None:
+    from .api import sageattn, sageattn3_blackwell
+
+    gen = torch.Generator(device=device).manual_seed(gen_seed)
+    for name, b, hq, hkv, sq, sk, d, layout, causal, scale, dt, use_mask in SDPA_CASES:
+        t0 = time.perf_counter()
+        dtype = getattr(torch, dt)
+        q, k, v = make_inputs(torch, gen, b, hq, hkv, sq, sk, d, layout=layout, dtype=dtype, device=device)
+        heads = hq if layout == "NHD_FLAT" else None
+        label = f"{name} ({b},{hq}/{hkv},{sq}x{sk},{d}) {dt} {device}"
+        before = _stats.stats()
+        try:
+            if use_mask:
+                mask = torch.rand(b, 1, sq, sk, generator=gen, device=device) > 0.3
+                mask[..., 0] = True
+                ours = sageattn3_blackwell(q, k, v, attn_mask=mask, is_causal=causal)
+                direct = _direct_sdpa(torch, q, k, v, layout, heads, attn_mask=mask, is_causal=causal)
+            else:
+                ours = sageattn(q, k, v, tensor_layout=layout, is_causal=causal, sm_scale=scale, heads=heads,
+                                kernel="sdpa" if device != "cpu" else "auto")
+                direct = _direct_sdpa(torch, q, k, v, layout, heads, is_causal=causal, scale=scale)
+        except Exception as exc:
+            emit(Result("sdpa", label, "sdpa", status="FAIL", note=f"{type(exc).__name__}: {exc}"))
+            continue
+        after = _stats.stats()
+        n_before = sum(before["fallback"].values())
+        n_after = sum(after["fallback"].values())
+        diff = (ours.double() - direct.double()).abs().max().item() if ours.shape == direct.shape else float("inf")
+        notes = []
+        if ours.shape != direct.shape:
+            notes.append(f"shape {tuple(ours.shape)} != {tuple(direct.shape)}")
+        if ours.dtype != q.dtype:
+            notes.append(f"dtype {ours.dtype} != {q.dtype}")
+        if n_after != n_before + 1:
+            notes.append("fallback not counted in stats()")
+        ok = not notes and diff == 0.0
+        if not ok and not notes:
+            notes.append("differs from direct SDPA")
+        emit(Result("sdpa", label, "max|diff|", metric=diff, bound=0.0, status="PASS" if ok else "FAIL",
+                    seconds=time.perf_counter() - t0, note="; ".join(notes) or "bitwise equal"))
+
+
+# ----------------------------------------------------------------------------- (c) kernel
+
+@dataclass
+class GpuCase:
+    name: str
+    b: int
+    hq: int
+    hkv: int
+    sq: int
+    sk: int
+    d: int
+    layout: str = "HND"
+    causal: bool = False
+    dtype: str = "bfloat16"
+    packed: bool = False
+    ref: bool = False          # also compare with the C reference (small shapes only)
+    rows: Optional[int] = None  # float64 on this many random query rows only
+    scale: Optional[float] = None
+
+
+GPU_CASES = [
+    GpuCase("odd 77, HND", 1, 4, 4, 77, 77, 128, "HND", ref=True),
+    GpuCase("1000, NHD, D64", 1, 3, 3, 1000, 1000, 64, "NHD", ref=True),
+    GpuCase("4097, NHD_FLAT", 1, 2, 2, 4097, 4097, 128, "NHD_FLAT"),
+    GpuCase("GQA 6/2, 333x1000, D64", 1, 6, 2, 333, 1000, 64, "HND", ref=True),
+    GpuCase("MQA 4/1 NHD_FLAT causal 1000", 1, 4, 1, 1000, 1000, 128, "NHD_FLAT", causal=True),
+    GpuCase("causal 1000, HND", 1, 2, 2, 1000, 1000, 128, "HND", causal=True, ref=True),
+    GpuCase("causal Sq<Sk 77x1000, NHD", 1, 2, 2, 77, 1000, 64, "NHD", causal=True, ref=True),
+    GpuCase("causal Sq>Sk 1000x300", 1, 2, 2, 1000, 300, 64, "HND", causal=True),
+    GpuCase("Sk tail 1000x65", 1, 2, 2, 1000, 65, 128, "HND", ref=True),
+    GpuCase("D256, 300", 1, 2, 2, 300, 300, 256, "HND", ref=True),
+    GpuCase("D80 (padded), 500", 1, 2, 2, 500, 500, 80, "NHD", ref=True),
+    GpuCase("D32, 1000", 1, 2, 2, 1000, 1000, 32, "HND"),
+    GpuCase("qkv-packed strided NHD 1000", 2, 2, 2, 1000, 1000, 128, packed=True),
+    GpuCase("fp16 inputs, 1000, scale 0.05", 1, 2, 2, 1000, 1000, 128, "HND", dtype="float16", ref=True,
+            scale=0.05),
+    GpuCase("32768 one head (256 rows)", 1, 1, 1, 32768, 32768, 128, "HND", rows=256),
+]
+
+
+def _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv):
+    """What _dispatch.try_attention does once it has decided on the kernel, but into a caller
+    supplied (poisoned) output and without the short-sequence policy."""
+    from . import _dispatch
+
+    b, hq, hkv, sq, sk, d = _dispatch._shape(q, k, layout, heads)
+    nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
+    ws = torch.empty(max(nbytes, 256), dtype=torch.uint8, device=q.device)
+    dev = q.get_device()
+    try:
+        stream = torch._C._cuda_getCurrentRawStream(dev)
+    except Exception:
+        stream = torch.cuda.current_stream(q.device).cuda_stream
+    _C.attention(q, k, v, out, ws.data_ptr(), nbytes, stream, layout, heads or 0, bool(causal),
+                 -1.0 if scale is None else float(scale), pv)
+    return ws
+
+
+def _gpu_skip_reason(torch) -> Optional[str]:
+    if torch is None:
+        return "torch not importable"
+    try:
+        if not torch.cuda.is_available():
+            return "no CUDA device (torch.cuda.is_available() is False)"
+    except Exception as exc:
+        return f"torch.cuda failed: {exc}"
+    if _C is None:
+        return str(LOAD_ERROR)
+    bi = _C.build_info()
+    if not bi.get("cuda"):
+        return "this build has no CUDA kernels: " + str(bi.get("why_no_cuda"))
+    facts = _C.device_info(torch.cuda.current_device())
+    if not facts.get("mma_supported"):
+        return f"no compiled kernel for sm_{facts.get('sm_arch')} ({facts.get('name')}); compiled: " \
+               f"{', '.join(bi.get('cuda_archs') or [])}"
+    return None
+
+
+def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, device: str = "cuda",
+                 kernel_fn: Optional[Callable] = None, arch: Optional[int] = None) -> None:
+    """Section (c). kernel_fn(q, k, v, out, layout, heads, causal, scale, pv) and device/arch
+    are injectable so the plumbing can be tested on a CPU with a stand-in kernel."""
+    if kernel_fn is None:
+        def kernel_fn(q, k, v, out, layout, heads, causal, scale, pv):
+            _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv)
+    if arch is None:
+        arch = int(_C.device_info(torch.cuda.current_device())["sm_arch"])
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    unsupported = getattr(_C, "UnsupportedError", ()) if _C is not None else ()
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cpu_gen = torch.Generator().manual_seed(seed)
+    for c in cases:
+        dtype = getattr(torch, c.dtype)
+        label = f"{c.name} ({c.b},{c.hq}/{c.hkv},{c.sq}x{c.sk},{c.d})" + (" causal" if c.causal else "")
+        t0 = time.perf_counter()
+        q, k, v = make_inputs(torch, gen, c.b, c.hq, c.hkv, c.sq, c.sk, c.d, layout=c.layout, dtype=dtype,
+                              device=device, k_offset=True, packed=c.packed)
+        layout = "NHD" if c.packed else c.layout
+        heads = c.hq if layout == "NHD_FLAT" else None
+        qh, kh, vh = to_hnd(q, layout, c.hq), to_hnd(k, layout, c.hkv), to_hnd(v, layout, c.hkv)
+        rows = None
+        if c.rows is not None:
+            rows = torch.randperm(c.sq, generator=cpu_gen)[:c.rows].sort().values.to(device)
+        ref64 = reference_f64_torch(torch, qh, kh, vh, is_causal=c.causal, sm_scale=c.scale, rows=rows)
+        ref_np = None
+        if c.ref:
+            ref_np = tuple(x.float().cpu().numpy() for x in (qh, kh, vh))
+        copies = (q.clone(), k.clone(), v.clone())
+        t_prep = time.perf_counter() - t0
+        for pv in ("fp16", "fp8"):
+            t0 = time.perf_counter()
+            mode = PV_MODE[pv]
+            mode_bound = bound(mode, c.d, c.scale)
+            res = Result("kernel", label, f"pv={pv}", bound=mode_bound + OUT_ROUNDING[c.dtype])
+            if pv == "fp8" and arch < 89:
+                res.status, res.note = "SKIP", f"FP8 P.V needs sm_89+, this is sm_{arch}"
+                emit(res)
+                continue
+            out = torch.full(q.shape, float("nan"), dtype=dtype, device=device)
+            try:
+                kernel_fn(q, k, v, out, layout, heads, c.causal, c.scale, pv)
+                sync()
+            except unsupported as exc:
+                res.status, res.note = "SKIP", f"kernel declined: {exc}"
+                emit(res)
+                continue
+            except Exception as exc:
+                res.status, res.note = "FAIL", f"{type(exc).__name__}: {exc}"
+                emit(res)
+                continue
+            notes = []
+            bad = (~torch.isfinite(out)).sum().item()
+            if bad:
+                notes.append(f"{bad} non-finite outputs (unwritten rows?)")
+            if not all(torch.equal(a, b) for a, b in zip((q, k, v), copies)):
+                notes.append("inputs were modified")
+            oh = to_hnd(out, layout, c.hq)
+            if rows is not None:
+                oh = oh.index_select(2, rows)
+            res.metric = rel_l1_torch(torch, oh, ref64) if not bad else float("nan")
+            if not bad and res.metric > res.bound:
+                notes.append("above bound")
+            if ref_np is not None and not bad:
+                # the kernel's INT8 scale groups follow its mma layout ("per-thread")
+                cref = _C.reference_attention(*ref_np, mode=mode, is_causal=c.causal, sm_scale=c.scale,
+                                              granularity="mma",
+                                              pv_dtype="bf16" if c.dtype == "bfloat16" else "f16")
+                res.vs_ref = rel_l1(oh.float().cpu().numpy(), cref)
+                res.vs_ref_bound = TIGHT_FACTOR * mode_bound + OUT_ROUNDING[c.dtype]
+                if res.vs_ref > res.vs_ref_bound:
+                    notes.append("far from the C reference of the same mode")
+            res.status = "FAIL" if notes else "PASS"
+            res.note = "; ".join(notes)
+            res.seconds = time.perf_counter() - t0 + t_prep
+            emit(res)
+        del q, k, v, copies
+    if device == "cuda":
+        _check_public_api(torch, gen, emit)
+
+
+def _check_public_api(torch, gen, emit) -> None:
+    """sageattn(kernel='mma') through the public API: served by the kernel (stats), close to
+    float64, and equal to the direct kernel call. ('auto' may keep SDPA on GPUs where it is
+    faster, e.g. sm_90; the routing itself is checked in tests/test_gpu_mma.py.)"""
+    from .api import sageattn
+
+    b, h, s, d = 1, 2, 4097, 128
+    label = f"public sageattn(kernel=mma), NHD_FLAT ({b},{h},{s},{d})"
+    t0 = time.perf_counter()
+    q, k, v = make_inputs(torch, gen, b, h, h, s, s, d, layout="NHD_FLAT", device="cuda", k_offset=True)
+    pv = _C.device_info(q.get_device())["default_pv"]
+    res = Result("kernel", label, f"pv={pv}", bound=bound(PV_MODE[pv], d) + OUT_ROUNDING["bfloat16"])
+    # Poison the caching allocator: the output block most likely reuses this NaN-filled one.
+    junk = torch.full_like(q, float("nan"))
+    del junk
+    before = _stats.stats()["served"].get("mma", 0)
+    try:
+        out = sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=h, kernel="mma")
+        torch.cuda.synchronize()
+    except Exception as exc:
+        res.status, res.note = "FAIL", f"{type(exc).__name__}: {exc}"
+        emit(res)
+        return
+    served = _stats.stats()["served"].get("mma", 0) - before
+    notes = []
+    if served != 1:
+        notes.append(f"not served by the kernel (fallbacks so far: {_stats.stats()['fallback']})")
+    ref = reference_f64_torch(torch, to_hnd(q, "NHD_FLAT", h), to_hnd(k, "NHD_FLAT", h), to_hnd(v, "NHD_FLAT", h))
+    res.metric = rel_l1_torch(torch, to_hnd(out, "NHD_FLAT", h), ref)
+    if not math.isfinite(res.metric) or res.metric > res.bound:
+        notes.append("above bound")
+    if served == 1:
+        direct = torch.empty_like(q)
+        _kernel_call(torch, q, k, v, direct, "NHD_FLAT", h, False, None, pv)
+        torch.cuda.synchronize()
+        res.vs_ref = rel_l1_torch(torch, out, direct)
+        res.vs_ref_bound = 1e-3
+        if res.vs_ref > res.vs_ref_bound:
+            notes.append("differs from the direct kernel call")
+    if tuple(out.shape) != tuple(q.shape) or out.dtype != q.dtype:
+        notes.append(f"output {tuple(out.shape)} {out.dtype}, expected {tuple(q.shape)} {q.dtype}")
+    res.status = "FAIL" if notes else "PASS"
+    res.note = "; ".join(notes) or "served by mma; 'vs ref' column = vs direct kernel call"
+    res.seconds = time.perf_counter() - t0
+    emit(res)
+
+
+# ----------------------------------------------------------------------------- driver
+
+def _fmt(x: Optional[float]) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isnan(x):
+        return "nan"
+    if x == 0:
+        return "0"
+    return f"{x:.2e}" if (abs(x) < 1e-3 or abs(x) >= 1e4) else f"{x:.4f}"
+
+
+HEADER = f"{'section':<9} {'case':<52} {'mode':<14} {'rel-L1':>9} {'bound':>9} {'vs ref':>9} {'bound':>9}  status"
+
+
+def format_row(r: Result) -> str:
+    line = (f"{r.section:<9} {r.case[:52]:<52} {r.mode:<14} {_fmt(r.metric):>9} {_fmt(r.bound):>9} "
+            f"{_fmt(r.vs_ref):>9} {_fmt(r.vs_ref_bound):>9}  {r.status}")
+    if r.note and r.status != "PASS" or r.note.startswith("served"):
+        line += f"  ({r.note})"
+    return line
+
+
+def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: bool = False) -> Report:
+    """Run every section that this machine supports; print rows as they finish."""
+    stream = stream or sys.stdout
+    seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
+    rep = Report(seed=seed)
+    t_start = time.perf_counter()
+
+    def emit(r: Result) -> None:
+        rep.results.append(r)
+        if not quiet:
+            print(format_row(r), file=stream, flush=True)
+
+    if not quiet:
+        print(f"sageattn3 check (seed {seed}; rel-L1 = sum|out-ref|/sum|ref| vs float64; "
+              f"'vs ref' = vs the C reference in the same mode)", file=stream)
+        print(HEADER, file=stream, flush=True)
+    rng = np.random.default_rng(seed)
+    check_reference(rng, emit)
+
+    torch = _torch()
+    if torch is None:
+        emit(Result("sdpa", "SDPA passthrough", "-", status="SKIP", note="torch not importable"))
+    else:
+        check_sdpa(torch, seed, emit, device="cpu")
+
+    try:
+        reason = _gpu_skip_reason(torch) if gpu else "disabled (--cpu)"
+    except Exception as exc:  # a device query that fails on a machine that has a GPU is a failure
+        emit(Result("kernel", "device query", "-", status="FAIL", note=f"{type(exc).__name__}: {exc}"))
+        reason = "device query failed"
+    if reason is None:
+        rep.device = torch.cuda.get_device_name()
+        check_sdpa(torch, seed, emit, device="cuda")
+        try:
+            check_kernel(torch, seed, emit)
+        except Exception as exc:  # e.g. an illegal address poisons the context
+            emit(Result("kernel", "kernel section", "-", status="FAIL", note=f"{type(exc).__name__}: {exc}"))
+    else:
+        if torch is not None and torch.cuda.is_available() and gpu:
+            rep.device = torch.cuda.get_device_name()
+            check_sdpa(torch, seed, emit, device="cuda")
+        emit(Result("kernel", "GPU kernel cases (all)", "-", status="SKIP", note=reason))
+    rep.seconds = time.perf_counter() - t_start
+    if not quiet:
+        c = rep.counts()
+        print(f"check: {'PASS' if rep.ok else 'FAIL'}: {c['PASS']} passed, {c['FAIL']} failed, {c['SKIP']} skipped "
+              f"in {rep.seconds:.1f} s on {rep.device} (seed {seed})", file=stream, flush=True)
+        for r in rep.results:
+            if r.status == "SKIP":
+                print(f"  skipped: {r.section}/{r.case} {r.mode}: {r.note}", file=stream)
+    return rep
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: fresh, printed)")
+    p.add_argument("--cpu", action="store_true", help="skip the GPU sections even if a GPU is present")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the results as JSON ('-' = stdout)")
+
+
+def main_from_args(args) -> int:
+    # With --json - the JSON owns stdout and the table goes to stderr.
+    rep = run_check(seed=args.seed, gpu=not args.cpu, stream=sys.stderr if args.json == "-" else None)
+    if args.json:
+        text = json.dumps(rep.to_json(), indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+    return 0 if rep.ok else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m sageattn3 check", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    return main_from_args(p.parse_args(argv))
