@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Validation on the lent GPU machine, in two parts so each fits one 10-minute call:
+#   bash scripts/device_final.sh install   clean-copy `pip install .` (default arch list), info, check,
+#                                          GPU tests, compute-sanitizer
+#   bash scripts/device_final.sh bench     attention benchmark + ComfyUI Wan end-to-end
+# Everything runs from /tmp against the installed package (not the source tree). Logs: $OUT.
+set -o pipefail
+export PYTHONUNBUFFERED=1
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+OUT=${OUT:-/tmp/sa3_out}
+mkdir -p "$OUT"
+export COMFYUI_PATH=$REPO/.comfyui
+ensure_installed() {
+  if (cd /tmp && python -c "import sageattn3._C as c, sys; sys.exit(0 if c.HAS_CUDA else 1)") 2>/dev/null; then return; fi
+  rm -rf /tmp/clean && cp -r "$REPO" /tmp/clean && rm -rf /tmp/clean/build /tmp/clean/sageattn3/*.so /tmp/clean/.comfyui
+  start=$(date +%s)
+  (cd /tmp/clean && python -m pip install --no-build-isolation --no-deps . > "$OUT/pip_install.log" 2>&1) || { tail -30 "$OUT/pip_install.log"; exit 1; }
+  echo "pip install . (archs: ${SAGEATTN3_CUDA_ARCHS:-default}): $(( $(date +%s) - start )) s"
+  grep -E "kernels for|spill" "$OUT/pip_install.log" | sort | uniq -c | head -5
+}
+case ${1:-install} in
+  install)
+    nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+    ensure_installed
+    cd /tmp
+    python -m sageattn3 info > "$OUT/info.txt" 2>&1; echo "info: exit $?"
+    python -m sageattn3 check > "$OUT/check.txt" 2>&1; echo "check: exit $? :: $(tail -1 "$OUT/check.txt")"
+    timeout 330 python -m pytest -m gpu -q -p no:cacheprovider -rs "$REPO/tests" > "$OUT/gpu_tests.txt" 2>&1
+    echo "gpu tests: exit $? :: $(tail -1 "$OUT/gpu_tests.txt")"
+    grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.txt" | head -10
+    OUT=$OUT timeout 150 bash "$REPO/scripts/sanitize.sh" ;;
+  bench)
+    ensure_installed
+    cd /tmp
+    timeout 240 python -m sageattn3 bench --out "$OUT" > "$OUT/bench.txt" 2>&1; echo "bench: exit $?"
+    timeout 60 python "$REPO/benchmarks/bench_host_overhead.py" > "$OUT/host_overhead.txt" 2>&1; tail -12 "$OUT/host_overhead.txt"
+    tail -16 "$OUT/bench.txt"
+    timeout 250 python "$REPO/benchmarks/bench_comfyui_wan.py" --kernel mma --warmup 1 --iters 1 --out "$OUT/comfyui_wan_14b.json" > "$OUT/comfyui_14b.txt" 2>&1
+    echo "comfyui 14B: exit $?"; tail -8 "$OUT/comfyui_14b.txt" ;;
+  comfy-small)
+    ensure_installed
+    cd /tmp
+    timeout 200 python "$REPO/benchmarks/bench_comfyui_wan.py" --small --out "$OUT/comfyui_wan_small.json" > "$OUT/comfyui_small.txt" 2>&1
+    echo "comfyui small: exit $?"; tail -12 "$OUT/comfyui_small.txt" ;;
+esac

@@ -1,0 +1,31 @@
+"""Small mma-kernel calls for compute-sanitizer (memcheck / racecheck): odd lengths, causal,
+GQA, every padded head dim, both PV modes, all layouts. Exits non-zero on a NaN output."""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from gpu_helpers import make_qkv, run_mma  # noqa: E402
+from sageattn3._ext import _C  # noqa: E402
+
+arch = _C.device_info(0)["sm_arch"]
+pvs = ["fp16"] + (["fp8"] if arch >= 89 else [])
+cases = [  # b, hq, hkv, sq, sk, d, causal, layout
+    (1, 2, 1, 77, 130, 128, False, "HND"),
+    (2, 2, 2, 129, 65, 64, True, "NHD"),
+    (1, 3, 3, 33, 200, 72, False, "NHD_FLAT"),
+    (1, 2, 2, 70, 70, 256, True, "HND"),
+    (1, 1, 1, 1, 1, 96, False, "HND"),
+]
+bad = 0
+for pv in pvs:
+    for b, hq, hkv, sq, sk, d, causal, layout in cases:
+        q, k, v = make_qkv(b, hq, hkv, sq, sk, d, layout=layout)
+        out = run_mma(q, k, v, layout=layout, heads=hq if layout == "NHD_FLAT" else None, causal=causal, pv=pv)
+        torch.cuda.synchronize()
+        if torch.isnan(out).any():
+            print("NaN output:", pv, (b, hq, hkv, sq, sk, d, causal, layout))
+            bad += 1
+print(f"sanitize cases: {len(cases) * len(pvs)} run, {bad} with NaN")
+sys.exit(1 if bad else 0)

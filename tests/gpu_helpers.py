@@ -1,0 +1,95 @@
+"""Shared helpers for the GPU tests: direct kernel calls with poisoned outputs, float64
+references on the GPU, input generators. Imported only by tests marked `gpu`."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from sageattn3 import _dispatch
+from sageattn3._ext import _C
+
+K_OFFSET = 8.0  # per-channel K offset magnitude (real DiT keys carry one; smoothing removes it)
+
+
+def make_qkv(b, hq, hkv, sq, sk, d, *, layout="HND", dtype=torch.bfloat16, k_offset=True, gen=None):
+    """Fresh random q, k, v in `layout` (never zeros). Returns HND-ordered tensors too."""
+    dev = "cuda"
+    q = torch.randn(b, hq, sq, d, device=dev, generator=gen)
+    k = torch.randn(b, hkv, sk, d, device=dev, generator=gen)
+    v = torch.randn(b, hkv, sk, d, device=dev, generator=gen)
+    if k_offset:
+        k = k + K_OFFSET * torch.randn(1, hkv, 1, d, device=dev, generator=gen)
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    return to_layout(q, layout), to_layout(k, layout), to_layout(v, layout)
+
+
+def to_layout(t_hnd, layout):
+    """A (B,H,S,D) tensor as a view in the requested layout, memory ordered like that layout."""
+    if layout == "HND":
+        return t_hnd.contiguous()
+    nhd = t_hnd.transpose(1, 2).contiguous()
+    if layout == "NHD":
+        return nhd
+    return nhd.view(nhd.shape[0], nhd.shape[1], -1)  # NHD_FLAT
+
+
+def to_hnd(t, layout, heads=None):
+    if layout == "HND":
+        return t
+    if layout == "NHD":
+        return t.transpose(1, 2)
+    b, s, hd = t.shape
+    return t.view(b, s, heads if heads else hd // 128, -1).transpose(1, 2)
+
+
+def run_mma(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, pv="fp16"):
+    """Call the kernel directly (no dispatch policy), output and workspace poisoned first."""
+    out = torch.full_like(q, float("nan"))
+    b, hq, hkv, sq, sk, d = _dispatch._shape(q, k, layout, heads)
+    nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
+    ws = torch.full((nbytes,), 0xFF, dtype=torch.uint8, device=q.device)
+    _C.attention(q, k, v, out, ws.data_ptr(), nbytes, torch.cuda.current_stream().cuda_stream, layout,
+                 heads or 0, causal, -1.0 if scale is None else float(scale), pv)
+    return out
+
+
+def ref64(q, k, v, *, causal=False, scale=None, rows=None):
+    """float64 attention on the GPU for HND tensors; `rows` limits the query rows computed."""
+    d = q.shape[-1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    q64 = q.double()
+    if rows is not None:
+        q64 = q64[:, :, rows]
+    k64, v64 = k.double(), v.double()
+    rep = q.shape[1] // k.shape[1]
+    if rep > 1:
+        k64 = k64.repeat_interleave(rep, dim=1)
+        v64 = v64.repeat_interleave(rep, dim=1)
+    outs = []
+    for h in range(q64.shape[1]):  # one head at a time keeps the score matrix small
+        s = (q64[:, h] @ k64[:, h].transpose(-1, -2)) * scale
+        if causal:
+            qi = torch.arange(q.shape[2], device=q.device) if rows is None else rows
+            kj = torch.arange(k.shape[2], device=q.device)
+            s = s.masked_fill(kj[None, None, :] > qi[None, :, None], float("-inf"))
+        outs.append(torch.softmax(s, dim=-1) @ v64[:, h])
+    return torch.stack(outs, dim=1)
+
+
+def rel_l1(out, ref):
+    out = out.double()
+    return float((out - ref).abs().sum() / ref.abs().sum())
+
+
+def reference_same_mode(q, k, v, *, causal, pv, scale=None):
+    """The C CPU reference in the kernel's exact quantization (HND tensors, small shapes)."""
+    d = q.shape[-1]
+    q_block = 32 if d <= 128 else 16
+    mode = "int8-fp8" if pv == "fp8" else "int8-fp16"
+    pv_dtype = "bf16" if q.dtype == torch.bfloat16 else "f16"
+    arr = [t.float().cpu().numpy() for t in (q, k, v)]
+    return torch.from_numpy(np.asarray(_C.reference_attention(
+        *arr, mode=mode, is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
+        q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", granularity="mma")))
