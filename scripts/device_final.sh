@@ -37,6 +37,13 @@ case ${1:-install} in
     tail -16 "$OUT/bench.txt"
     timeout 250 python "$REPO/benchmarks/bench_comfyui_wan.py" --kernel mma --warmup 1 --iters 1 --out "$OUT/comfyui_wan_14b.json" > "$OUT/comfyui_14b.txt" 2>&1
     echo "comfyui 14B: exit $?"; tail -8 "$OUT/comfyui_14b.txt" ;;
+  retest)   # GPU tests of the CLI and ComfyUI files plus the public-API test
+    ensure_installed
+    cd /tmp
+    timeout 200 python -m pytest -m gpu -q -p no:cacheprovider -rs "$REPO/tests/test_cli.py" "$REPO/tests/test_comfyui_real.py" \
+      "$REPO/tests/test_gpu_mma.py" -k "cli or comfyui or public or graph or compile" > "$OUT/gpu_retest.txt" 2>&1
+    echo "gpu retest: exit $? :: $(tail -1 "$OUT/gpu_retest.txt")"; grep -E "^(FAILED|ERROR)" "$OUT/gpu_retest.txt" | head
+    python -m sageattn3 check > "$OUT/check.txt" 2>&1; echo "check: exit $? :: $(tail -1 "$OUT/check.txt")" ;;
   comfy-small)
     ensure_installed
     cd /tmp
