@@ -125,11 +125,18 @@ def main() -> int:
         "check_attention torch fast path (4 tensors)": lambda: check(q, k, v, o, allow_cpu=allow_cpu, stream=stream),
         "check_attention DLPack route (4 tensors)": lambda: check(dq, dk, dv, do, allow_cpu=allow_cpu, stream=stream),
         "check_attention NumPy route (4 tensors)": lambda: check(nq, nk, nv, no, allow_cpu=True),
-        "tensor.__dlpack__() (1 tensor)": lambda: q.__dlpack__(stream=stream) if cuda else q.__dlpack__(),
+        # DLPack reads stream 0 as ambiguous; the legacy default stream is 1
+        "tensor.__dlpack__() (1 tensor)": lambda: q.__dlpack__(stream=stream or 1) if cuda else q.__dlpack__(),
         "python data_ptr/stride/shape/dtype (1 tensor)": lambda: (q.data_ptr(), q.stride(), q.shape, q.dtype),
         "tiny SDPA call (1,1,4,32)": lambda: F.scaled_dot_product_attention(tiny, tiny, tiny),
     }
     if cuda:
+        # The whole public hot path on a tiny shape (kernel forced, so it launches our 3
+        # kernels): what a diffusion step pays per attention call on top of GPU time.
+        import sageattn3
+        qa, ka, va = (torch.randn(1, 1, 128, 64, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        cands["sageattn(kernel='mma') whole call (1,1,128,64)"] = lambda: sageattn3.sageattn(qa, ka, va, kernel="mma")
+        cands["sageattn(kernel='auto') -> SDPA whole call (1,1,128,64)"] = lambda: sageattn3.sageattn(qa, ka, va)
         torch.cuda.synchronize()
     res = _time_rounds(cands, args.rounds, args.number)
     if cuda:
