@@ -133,6 +133,22 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
     return out, None
 
 
+def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale: Optional[float],
+        kernel: str, pv: str, attn_mask=None):
+    """A sageattn3 kernel when one serves the call, else SDPA (the reason logged once and
+    counted in stats()). The one fallback decision shared by the API and the custom op."""
+    if attn_mask is not None:
+        reason = "attn_mask given: kernels take no mask"
+    else:
+        out, reason = try_attention(q, k, v, layout=layout, heads=heads, is_causal=is_causal,
+                                    sm_scale=sm_scale, kernel=kernel, pv=pv)
+        if out is not None:
+            return out
+    _stats.record_fallback(reason)
+    return sdpa(q, k, v, layout=layout, heads=heads, attn_mask=attn_mask, is_causal=is_causal,
+                sm_scale=sm_scale)
+
+
 def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask=None,
          is_causal: bool = False, sm_scale: Optional[float] = None):
     """torch SDPA on the caller's layout, output in the same layout (the fallback path)."""

@@ -7,24 +7,20 @@ from typing import Optional
 
 import torch
 
-from . import _dispatch, _stats
+from . import _dispatch
 
 
 @torch.library.custom_op("sageattn3::attention", mutates_args=())
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, heads: int,
               is_causal: bool, sm_scale: Optional[float], kernel: str, pv: str) -> torch.Tensor:
     h = heads if heads > 0 else None
-    out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h, is_causal=is_causal,
-                                          sm_scale=sm_scale, kernel=kernel, pv=pv)
-    if out is not None:
-        return out
-    _stats.record_fallback(reason)
-    # Custom ops may not return views of their inputs' storage-sharing results; SDPA output
-    # is fresh memory, contiguous() keeps the declared layout for the NHD transposes.
-    return _dispatch.sdpa(q, k, v, layout=layout, heads=h, is_causal=is_causal,
-                          sm_scale=sm_scale).contiguous()
+    out = _dispatch.run(q, k, v, layout=layout, heads=h, is_causal=is_causal, sm_scale=sm_scale,
+                        kernel=kernel, pv=pv)
+    # One declared layout for real and fake results: contiguous (the NHD fallback returns a
+    # transposed view; a custom op's output must also never alias an input).
+    return out.contiguous()
 
 
 @attention.register_fake
 def _(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
-    return torch.empty_like(q)
+    return torch.empty_like(q, memory_format=torch.contiguous_format)

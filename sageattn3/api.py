@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import _dispatch, _stats
+from . import _dispatch
 
 __all__ = ["sageattn", "sageattn3_blackwell"]
 
@@ -19,20 +19,12 @@ def _run(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv, attn_mask=None
     if _dispatch.torch is None:
         raise ImportError("sageattn3 attention needs torch; only the NumPy reference works without it")
     _dispatch.validate_args(layout, heads, kernel, pv)
-    if attn_mask is not None:
-        reason = "attn_mask given: kernels take no mask"
-    elif _compiling():
+    if attn_mask is None and _compiling():
         # Under torch.compile the decision must live inside an opaque custom op.
         from . import _op
         return _op.attention(q, k, v, layout, heads or 0, bool(is_causal), sm_scale, kernel, pv)
-    else:
-        out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=heads, is_causal=is_causal,
-                                              sm_scale=sm_scale, kernel=kernel, pv=pv)
-        if out is not None:
-            return out
-    _stats.record_fallback(reason)
-    return _dispatch.sdpa(q, k, v, layout=layout, heads=heads, attn_mask=attn_mask,
-                          is_causal=is_causal, sm_scale=sm_scale)
+    return _dispatch.run(q, k, v, layout=layout, heads=heads, is_causal=is_causal, sm_scale=sm_scale,
+                         kernel=kernel, pv=pv, attn_mask=attn_mask)
 
 
 def _compiling() -> bool:
