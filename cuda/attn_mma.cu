@@ -18,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
+#include <stdlib.h>
 
 #include "mma_workspace.cuh"
 #include "quant_kv.cuh"
@@ -120,7 +121,7 @@ struct sa3_mma_cfg {
 
 /* ---------------------------------------------------------------- the kernel */
 template <typename T, typename C>
-__global__ void __launch_bounds__(C::THREADS, 2) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
+__global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
     constexpr int DP = C::DP, MT = C::MT, BQ = C::BQ, BK = C::BK;
     constexpr int CPR = DP / 8; /* 16-byte chunks per 16-bit row */
     extern __shared__ __align__(128) uint8_t smem[];
@@ -494,10 +495,10 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-template <typename T, int DP, int MT, bool QREG>
+template <typename T, int DP, int MT, bool QREG, int WARPS = 4>
 sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG>>(p, w, s, err, n);
+    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG, WARPS>>(p, w, s, err, n)
+                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG, WARPS>>(p, w, s, err, n);
 }
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
@@ -507,7 +508,12 @@ template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {
     case 64: return sa3_attn_pv<T, 64, 2, true>(p, w, s, err, n);
-    case 128: return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
+    case 128: {
+        /* tuning experiment: SAGEATTN3_MMA_VARIANT=w8 -> 8 warps x 32 rows (256-row CTAs) */
+        const char *e = getenv("SAGEATTN3_MMA_VARIANT");
+        if (e && e[0] == 'w') return sa3_attn_pv<T, 128, 2, false, 8>(p, w, s, err, n);
+        return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
+    }
     default: return sa3_attn_pv<T, 256, 1, false>(p, w, s, err, n);
     }
 }

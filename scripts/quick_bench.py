@@ -35,7 +35,7 @@ def timeit(fn, reps):
 
 
 names = sys.argv[1:] or list(SHAPES)
-variants = [("fp16", "base"), ("fp16", "split"), ("fp8", "base"), ("fp8", "split")]
+variants = [("fp16", "base"), ("fp16", "w8"), ("fp8", "base"), ("fp8", "w8")]
 print(f"{'shape':8} {'sdpa':>7} " + " ".join(f"{pv}/{qr}".rjust(10) for pv, qr in variants))
 for name in names:
     b, h, s, d, causal, layout = SHAPES[name]
