@@ -18,7 +18,6 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
-#include <stdlib.h>
 
 #include "mma_workspace.cuh"
 #include "quant_kv.cuh"
@@ -503,17 +502,14 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
  * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
- * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast). */
+ * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
+ * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
+ * one m-tile's softmax overlapped with the other's P.V (-5%). */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {
     case 64: return sa3_attn_pv<T, 64, 2, true>(p, w, s, err, n);
-    case 128: {
-        /* tuning experiment: SAGEATTN3_MMA_VARIANT=w8 -> 8 warps x 32 rows (256-row CTAs) */
-        const char *e = getenv("SAGEATTN3_MMA_VARIANT");
-        if (e && e[0] == 'w') return sa3_attn_pv<T, 128, 2, false, 8>(p, w, s, err, n);
-        return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
-    }
+    case 128: return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
     default: return sa3_attn_pv<T, 256, 1, false>(p, w, s, err, n);
     }
 }
