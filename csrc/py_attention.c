@@ -95,17 +95,21 @@ PyObject *sa3_py_attention(PyObject *module, PyObject *const *args, Py_ssize_t n
         goto done;
     }
     p.sm_arch = f->sm_arch;
-    if (sm_scale > 0.0) {
+    /* sm_scale: NaN means "not given" (1/sqrt(D), set by the check). Anything else must be a
+     * positive scale that stays finite as a float; SDPA takes other values, so they are
+     * "unsupported" (the caller falls back) rather than invalid. */
+    if (!isnan(sm_scale)) {
+        if (!(sm_scale > 0.0) || !isfinite((float)sm_scale)) {
+            sa3_raise(st, SA3_ERR_UNSUPPORTED, "sm_scale %R is not a positive finite float", args[10]);
+            goto done;
+        }
         p.sm_scale = (float)sm_scale;
-    } else if (sm_scale != -1.0 || !isfinite(sm_scale)) {
-        sa3_raise(st, SA3_ERR_VALUE, "sm_scale must be a positive finite number or None, got %R", args[10]);
-        goto done;
     }
     p.is_causal = is_causal;
     p.pv_mode = pv;
     p.smooth_k = 1;
     size_t need = sa3_mma_workspace_bytes(p.batch, p.heads_kv, p.seq_k, p.head_dim, pv);
-    if (ws_bytes < need || (ws_ptr % 256u) != 0) {
+    if (ws_bytes < need || ws_ptr == 0 || (ws_ptr % 256u) != 0) {
         sa3_raise(st, SA3_ERR_VALUE,
                   "workspace: need %zu bytes at a 256-byte aligned address, got %llu bytes at 0x%llx", need,
                   ws_bytes, ws_ptr);
@@ -141,8 +145,13 @@ PyObject *sa3_py_workspace_bytes(PyObject *module, PyObject *args, PyObject *kwa
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "LLLLO:workspace_bytes", kwlist, &b, &h, &s, &d, &pv_obj))
         return NULL;
     if (sa3_parse_pv(st, pv_obj, &pv) < 0) return NULL;
-    if (b <= 0 || h <= 0 || s <= 0 || d <= 0 || b > INT32_MAX || h > INT32_MAX || s > INT32_MAX || d > 4096)
-        return sa3_raise(st, SA3_ERR_VALUE, "workspace_bytes: sizes must be positive and in range, got (%lld, %lld, %lld, %lld)",
+    /* Bounds keep every product in sa3_mma_ws_layout far inside int64 (2^31 * 2^31 * 2^8 * 4
+     * would not be): the biggest term is b*h*s*DP bytes, capped here at 2^62. */
+    if (b <= 0 || h <= 0 || s <= 0 || d <= 0 || b > INT32_MAX || h > INT32_MAX || s > INT32_MAX || d > 256 ||
+        (double)b * (double)h * ((double)s + 64.0) * 256.0 * 4.0 > 4.6e18)
+        return sa3_raise(st, SA3_ERR_VALUE,
+                         "workspace_bytes: sizes must be positive, head_dim <= 256 and the total below 2^62, got "
+                         "(%lld, %lld, %lld, %lld)",
                          b, h, s, d);
     return PyLong_FromSize_t(sa3_mma_workspace_bytes(b, h, s, d, pv));
 }

@@ -318,9 +318,10 @@ sa3_status sa3_check_attention(sa3_module_state *st, const sa3_tensor *q, const 
         /* A size-1 last dim never uses its stride; D >= 32 is enforced below anyway. */
         if (ts[i]->shape[last] > 1 && ts[i]->strides[last] != 1) {
             sa3_tensor_describe(ts[i], desc, sizeof desc);
-            SA3_FAIL(SA3_ERR_VALUE,
-                     "%s: the last dimension must have stride 1 (negative or non-unit strides there are not "
-                     "supported; call .contiguous() first), got %s",
+            /* Unsupported, not invalid: SDPA takes such views, so the caller falls back. */
+            SA3_FAIL(SA3_ERR_UNSUPPORTED,
+                     "last dimension not unit-stride; %s: negative or non-unit strides there are not supported "
+                     "by the kernels, got %s",
                      names[i], desc);
         }
     }

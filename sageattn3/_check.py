@@ -413,7 +413,7 @@ def _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv):
     except Exception:
         stream = torch.cuda.current_stream(q.device).cuda_stream
     _C.attention(q, k, v, out, ws.data_ptr(), nbytes, stream, layout, heads or 0, bool(causal),
-                 -1.0 if scale is None else float(scale), pv)
+                 math.nan if scale is None else float(scale), pv)
     return ws
 
 

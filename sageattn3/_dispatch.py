@@ -75,11 +75,20 @@ def _shape(q, k, layout: str, heads: Optional[int]):
         sk, hkv = k.shape[1], k.shape[2]
     else:
         b, sq, hd = q.shape
+        if not heads or hd % heads:
+            raise ValueError(f"q: layout 'NHD_FLAT' needs a last dim that is a multiple of heads={heads} "
+                             f"(B, S, H*D), got shape {tuple(q.shape)}")
         hq = heads
         d = hd // heads
         sk = k.shape[1]
-        hkv = k.shape[2] // d
+        hkv = k.shape[2] // d if d else 0
     return b, hq, hkv, sq, sk, d
+
+
+def _v_head_dim(q, v, layout: str, heads: Optional[int], hkv: int, d: int) -> int:
+    if layout != "NHD_FLAT":
+        return v.shape[-1]
+    return v.shape[-1] // hkv if hkv else d
 
 
 def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
@@ -104,6 +113,13 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
     if q.dtype is not torch.float16 and q.dtype is not torch.bfloat16:
         return None, f"dtype {q.dtype}: kernels take float16/bfloat16"
     b, hq, hkv, sq, sk, d = _shape(q, k, layout, heads)
+    # Cases SDPA serves but the kernels don't, decided before sizing the workspace.
+    if 0 in (b, hq, hkv, sq, sk, d):
+        return None, "empty tensor"
+    if _v_head_dim(q, v, layout, heads, hkv, d) != d:
+        return None, "v's head dim differs from q/k's"
+    if d < 32 or d > 256 or d % 8:
+        return None, f"head dim {d}: kernels take multiples of 8 in 32..256"
     dev = q.get_device()
     facts = _device_facts(dev)
     if not facts["mma_supported"]:
@@ -126,7 +142,7 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
     try:
         _C.attention(q, k, v, out, ws.data_ptr(), nbytes, stream, layout,
                      heads if heads is not None else 0, bool(is_causal),
-                     -1.0 if sm_scale is None else float(sm_scale), pv)
+                     math.nan if sm_scale is None else float(sm_scale), pv)
     except _C.UnsupportedError as exc:
         return None, str(exc)
     _stats.record_served("mma")
@@ -137,6 +153,8 @@ def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale
         kernel: str, pv: str, attn_mask=None):
     """A sageattn3 kernel when one serves the call, else SDPA (the reason logged once and
     counted in stats()). The one fallback decision shared by the API and the custom op."""
+    if layout == "NHD_FLAT":
+        _shape(q, k, layout, heads)  # a ValueError for a last dim that isn't heads * D
     if attn_mask is not None:
         reason = "attn_mask given: kernels take no mask"
     else:
@@ -159,9 +177,10 @@ def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask
     else:
         b, sq, hd = q.shape
         d = hd // heads
+        hkv = k.shape[-1] // d
         qh = q.view(b, sq, heads, d).transpose(1, 2)
-        kh = k.view(k.shape[0], k.shape[1], -1, d).transpose(1, 2)
-        vh = v.view(v.shape[0], v.shape[1], -1, d).transpose(1, 2)
+        kh = k.view(k.shape[0], k.shape[1], hkv, d).transpose(1, 2)
+        vh = v.view(v.shape[0], v.shape[1], hkv, -1).transpose(1, 2)  # v's head dim may differ
     kwargs = {}
     if qh.shape[1] != kh.shape[1]:
         kwargs["enable_gqa"] = True
@@ -173,6 +192,15 @@ def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask
     if layout == "NHD":
         return out
     return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+def out_shape(q, k, v, layout: str, heads: Optional[int]):
+    """The output's shape: q's, with v's head dim (which SDPA allows to differ)."""
+    if layout != "NHD_FLAT":
+        return (*q.shape[:-1], v.shape[-1])
+    d = q.shape[-1] // heads
+    hkv = k.shape[-1] // d
+    return (q.shape[0], q.shape[1], heads * (v.shape[-1] // hkv))
 
 
 def validate_args(layout: str, heads: Optional[int], kernel: str, pv: str) -> None:

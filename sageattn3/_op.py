@@ -23,4 +23,5 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, he
 
 @attention.register_fake
 def _(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
-    return torch.empty_like(q, memory_format=torch.contiguous_format)
+    shape = _dispatch.out_shape(q, k, v, layout, heads if heads > 0 else None)
+    return q.new_empty(shape)

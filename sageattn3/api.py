@@ -34,16 +34,20 @@ def _compiling() -> bool:
 
 def sageattn(q, k, v, tensor_layout: str = "HND", is_causal: bool = False,
              sm_scale: Optional[float] = None, *, heads: Optional[int] = None,
-             kernel: str = "auto", pv: str = "auto", **unused):
+             kernel: str = "auto", pv: str = "auto", attn_mask=None, return_lse: bool = False, **unused):
     """Attention softmax(q k^T * sm_scale) v with quantized kernels where they serve.
 
     tensor_layout: "HND" (B,H,S,D), "NHD" (B,S,H,D) or "NHD_FLAT" (B,S,H*D, needs `heads`).
     k/v may have fewer heads than q (GQA/MQA). is_causal follows torch SDPA (top-left).
+    attn_mask: honoured, by SDPA (the kernels take none).
     pv: "fp16" (P.V in the input's 16-bit type: most accurate), "fp8" (FP8 e4m3: fastest on
     sm89+ where available), "auto" (per-device default, see `info()`).
-    Extra keyword arguments of other SageAttention versions are accepted and ignored.
+    Other keyword arguments of SageAttention 2 that don't change the result (e.g. smooth_k,
+    qk_quant_gran) are accepted and ignored.
     """
-    return _run(q, k, v, tensor_layout, heads, is_causal, sm_scale, kernel, pv)
+    if return_lse:
+        raise TypeError("sageattn(return_lse=True) is not supported: sageattn3 returns only the output")
+    return _run(q, k, v, tensor_layout, heads, is_causal, sm_scale, kernel, pv, attn_mask=attn_mask)
 
 
 def sageattn3_blackwell(q, k, v, attn_mask=None, is_causal=False, per_block_mean=True, **unused):

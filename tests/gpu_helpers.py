@@ -51,7 +51,7 @@ def run_mma(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, pv="
     nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
     ws = torch.full((nbytes,), 0xFF, dtype=torch.uint8, device=q.device)
     _C.attention(q, k, v, out, ws.data_ptr(), nbytes, torch.cuda.current_stream().cuda_stream, layout,
-                 heads or 0, causal, -1.0 if scale is None else float(scale), pv)
+                 heads or 0, causal, float("nan") if scale is None else float(scale), pv)
     return out
 
 

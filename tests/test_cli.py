@@ -408,3 +408,47 @@ def test_bench_one_shape_on_gpu(tmp_path):
         assert row["sdpa"]["tops"] > 0 and row["sdpa"]["rel_l1"] < 0.01
         if _kernels_here():
             assert row["mma"]["tops"] and row["mma"]["rel_l1"] < 0.05, row["mma"]
+
+
+# ----------------------------------------------------------------------------- API fallbacks (CPU)
+
+def test_sageattn_honours_attn_mask_and_rejects_return_lse():
+    torch = pytest.importorskip("torch")
+    import sageattn3
+    q, k, v = (torch.randn(1, 2, 33, 64) for _ in range(3))
+    mask = torch.rand(33, 33) > 0.3
+    mask[:, 0] = True
+    F = torch.nn.functional
+    assert torch.equal(sageattn3.sageattn(q, k, v, attn_mask=mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
+    with pytest.raises(TypeError):
+        sageattn3.sageattn(q, k, v, return_lse=True)
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD", "NHD_FLAT"])
+def test_fallback_with_v_head_dim_different_and_gqa(layout):
+    torch = pytest.importorskip("torch")
+    import sageattn3
+    from sageattn3 import _dispatch
+    b, hq, hkv, s, d, dv = 1, 4, 2, 40, 64, 32
+    q, k = torch.randn(b, hq, s, d), torch.randn(b, hkv, s, d)
+    v = torch.randn(b, hkv, s, dv)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, enable_gqa=True)
+    if layout == "HND":
+        out = sageattn3.sageattn(q, k, v)
+        got = out
+    else:
+        qn, kn, vn = (t.transpose(1, 2).contiguous() for t in (q, k, v))
+        if layout == "NHD_FLAT":
+            qn, kn, vn = (t.flatten(2) for t in (qn, kn, vn))
+        out = sageattn3.sageattn(qn, kn, vn, tensor_layout=layout, heads=hq)
+        got = out.reshape(b, s, hq, dv).transpose(1, 2)
+        assert tuple(out.shape) == _dispatch.out_shape(qn, kn, vn, layout, hq)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_nhd_flat_bad_heads_is_a_value_error():
+    torch = pytest.importorskip("torch")
+    import sageattn3
+    q = torch.randn(1, 10, 96)
+    with pytest.raises(ValueError, match="multiple of heads"):
+        sageattn3.sageattn(q, q, q, tensor_layout="NHD_FLAT", heads=7)
