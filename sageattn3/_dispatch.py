@@ -81,7 +81,10 @@ def _shape(q, k, layout: str, heads: Optional[int]):
         hq = heads
         d = hd // heads
         sk = k.shape[1]
-        hkv = k.shape[2] // d if d else 0
+        if d == 0 or k.shape[2] % d:
+            raise ValueError(f"k: layout 'NHD_FLAT' needs a last dim that is a multiple of the head dim {d} "
+                             f"(q {tuple(q.shape)} with heads={heads}), got shape {tuple(k.shape)}")
+        hkv = k.shape[2] // d
     return b, hq, hkv, sq, sk, d
 
 

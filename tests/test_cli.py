@@ -452,3 +452,11 @@ def test_nhd_flat_bad_heads_is_a_value_error():
     q = torch.randn(1, 10, 96)
     with pytest.raises(ValueError, match="multiple of heads"):
         sageattn3.sageattn(q, q, q, tensor_layout="NHD_FLAT", heads=7)
+
+
+def test_nhd_flat_k_not_multiple_of_head_dim_is_a_value_error():
+    torch = pytest.importorskip("torch")
+    import sageattn3
+    q, k = torch.randn(1, 10, 128), torch.randn(1, 10, 48)  # heads=2 -> D=64; 48 isn't a multiple
+    with pytest.raises(ValueError, match="multiple of the head dim 64"):
+        sageattn3.sageattn(q, k, k, tensor_layout="NHD_FLAT", heads=2)
