@@ -104,6 +104,9 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
     (None, reason) when the call must go elsewhere. Raises only for invalid arguments
     (TypeError/ValueError), never for "can't serve".
     """
+    # (B,S,H*D) is validated first, on every path: a last dim that isn't heads*D is a
+    # ValueError, never a silent SDPA call on a misread view. Other layouts are read below.
+    dims = _shape(q, k, layout, heads) if layout == "NHD_FLAT" else None
     if kernel == "sdpa":
         return None, "kernel='sdpa' requested"
     if _STATIC_REASON is not None:
@@ -115,7 +118,7 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
             return None, "requires_grad: sageattn3 has no backward kernel"
     if q.dtype is not torch.float16 and q.dtype is not torch.bfloat16:
         return None, f"dtype {q.dtype}: kernels take float16/bfloat16"
-    b, hq, hkv, sq, sk, d = _shape(q, k, layout, heads)
+    b, hq, hkv, sq, sk, d = dims or _shape(q, k, layout, heads)
     # Cases SDPA serves but the kernels don't, decided before sizing the workspace.
     if 0 in (b, hq, hkv, sq, sk, d):
         return None, "empty tensor"
@@ -156,9 +159,9 @@ def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale
         kernel: str, pv: str, attn_mask=None):
     """A sageattn3 kernel when one serves the call, else SDPA (the reason logged once and
     counted in stats()). The one fallback decision shared by the API and the custom op."""
-    if layout == "NHD_FLAT":
-        _shape(q, k, layout, heads)  # a ValueError for a last dim that isn't heads * D
     if attn_mask is not None:
+        if layout == "NHD_FLAT":
+            _shape(q, k, layout, heads)  # same validation try_attention does first
         reason = "attn_mask given: kernels take no mask"
     else:
         out, reason = try_attention(q, k, v, layout=layout, heads=heads, is_causal=is_causal,
