@@ -520,6 +520,22 @@ def _random_array(rng: random.Random, buf: np.ndarray):
     return view
 
 
+def _classify_call(args, kw, outcomes, where):
+    """check_attention on fuzzed arguments: count which of ok / UnsupportedError / TypeError /
+    ValueError it gave; anything else (or a crash, which ends the process) fails the test."""
+    try:
+        _C.check_attention(*args, **kw)
+        outcomes["ok"] += 1
+    except Unsupported:
+        outcomes["UnsupportedError"] += 1
+    except TypeError:
+        outcomes["TypeError"] += 1
+    except ValueError:
+        outcomes["ValueError"] += 1
+    except BaseException as exc:  # pragma: no cover - the failure being tested for
+        pytest.fail(f"{where}: {type(exc).__name__}: {exc}")
+
+
 def test_fuzz_random_bad_inputs_never_crash():
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -535,17 +551,7 @@ def test_fuzz_random_bad_inputs_never_crash():
             kw["layout"] = rng.choice(["HND", "NHD", "NHD_FLAT", "nhd_flat"])
         if rng.random() < 0.5:
             kw["heads"] = rng.choice([1, 2, 3, 8, 2 ** 40])
-        try:
-            _C.check_attention(*args, **kw)
-            outcomes["ok"] += 1
-        except Unsupported:
-            outcomes["UnsupportedError"] += 1
-        except TypeError:
-            outcomes["TypeError"] += 1
-        except ValueError:
-            outcomes["ValueError"] += 1
-        except BaseException as exc:  # pragma: no cover - the failure being tested for
-            pytest.fail(f"seed {seed} iteration {i}: {type(exc).__name__}: {exc}")
+        _classify_call(args, kw, outcomes, f"seed {seed} iteration {i}")
     assert buf.tobytes() == before, f"seed {seed}: an input buffer changed"
     assert outcomes["TypeError"] and outcomes["ValueError"], (seed, outcomes)
 
@@ -637,17 +643,7 @@ def test_fuzz_mutated_valid_calls():
         args = [sp.build(buf) for sp in specs]
         if rng.random() < 0.2:
             args[3] = None
-        try:
-            _C.check_attention(*args, **kw)
-            outcomes["ok"] += 1
-        except Unsupported:
-            outcomes["UnsupportedError"] += 1
-        except TypeError:
-            outcomes["TypeError"] += 1
-        except ValueError:
-            outcomes["ValueError"] += 1
-        except BaseException as exc:  # pragma: no cover - the failure being tested for
-            pytest.fail(f"seed {seed} iteration {i}: {type(exc).__name__}: {exc}")
+        _classify_call(args, kw, outcomes, f"seed {seed} iteration {i}")
         assert not buf.any(), f"seed {seed} iteration {i}: the buffer behind the inputs changed"
     assert all(outcomes.values()), (seed, outcomes)
 
