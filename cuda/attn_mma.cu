@@ -8,9 +8,10 @@
  * walks all visible 64-key tiles. Per CTA:
  *   1. Q tile (caller's layout, cp.async, zero-filled past Sq and D) -> per-warp INT8 with one
  *      scale per warp (the Q quantization is fused here: Q never goes to global memory).
- *   2. For each 64-key tile (double-buffered cp.async): S = Qi8 Ki8^T (int32), scaled to the
- *      log2 domain with q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal),
- *      online softmax, then O += P V.
+ *   2. For each 64-key tile (3-stage cp.async pipeline, addresses precomputed per thread by
+ *      sa3_kv_loader): S = Qi8 Ki8^T (int32), scaled to the log2 domain with
+ *      q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal; only in the few
+ *      "edge" iterations), online softmax, then O += P V.
  *   3. O / l written in the caller's layout and dtype.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
@@ -19,6 +20,8 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <type_traits>
+
 #include "mma_workspace.cuh"
 #include "quant_kv.cuh"
 #include "sa3_launch.h"
@@ -26,15 +29,17 @@
 namespace {
 
 /* ---------------------------------------------------------------- mma wrappers */
-__device__ __forceinline__ void sa3_ldsm_x4(uint32_t (&r)[4], const void *p) {
+/* ldmatrix on 32-bit shared addresses: per-lane bases are computed once, the loops add
+ * compile-time offsets (folded into the instruction's immediate). */
+__device__ __forceinline__ void sa3_ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(sa3_smem_addr(p)));
+                 : "r"(addr));
 }
-__device__ __forceinline__ void sa3_ldsm_x4_trans(uint32_t (&r)[4], const void *p) {
+__device__ __forceinline__ void sa3_ldsm_x4_trans(uint32_t (&r)[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(sa3_smem_addr(p)));
+                 : "r"(addr));
 }
 __device__ __forceinline__ void sa3_mma_s8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -118,6 +123,76 @@ struct sa3_mma_cfg {
     static constexpr int SMEM = Q8_BYTES + (KV_BYTES > STAGE_BYTES ? KV_BYTES : STAGE_BYTES);
 };
 
+/* ---------------------------------------------------------------- K/V tile loads */
+/* Every thread copies the same 16-byte chunks of each K/V tile, so their addresses are worked
+ * out once and a tile costs a pointer bump plus the copies. (Recomputing them per chunk with
+ * div/mod and 64-bit multiplies was a fifth of the loop's warp time in ncu on the H100.)
+ * Strides are read from the kernel parameters (constant bank) when used, keeping the
+ * loader's live state to six registers in a kernel at the 255-register limit. Tiles are
+ * issued strictly in order 0, 1, 2, ... */
+template <typename C>
+struct sa3_kv_loader {
+    static constexpr int DP = C::DP, BK = C::BK, THREADS = C::THREADS;
+    /* INT8 K: BK rows of DP bytes */
+    static constexpr int K_CPR = DP / 16, K_RPP = THREADS / K_CPR, K_PASSES = BK / K_RPP;
+    /* 16-bit V: BK rows of DP elements (8 per chunk) */
+    static constexpr int V_CPR = DP / 8, V_RPP = THREADS / V_CPR, V_PASSES = BK / V_RPP;
+    /* FP8 V^T: DP rows of BK bytes */
+    static constexpr int F_CPR = BK / 16, F_RPP = THREADS / F_CPR, F_PASSES = DP / F_RPP;
+    static_assert(K_PASSES * K_RPP == BK && V_PASSES * V_RPP == BK && F_PASSES * F_RPP == DP, "tile split");
+
+    const int8_t *k_src;   /* this thread's first K chunk of the next tile        */
+    const uint8_t *v_src;  /* this thread's first V chunk of the next tile (bytes) */
+    uint32_t k_dst, v_dst; /* shared address of this thread's first chunk, buffer 0 */
+
+    __device__ __forceinline__ void init(unsigned tid, const int8_t *kq, const void *vg, const uint8_t *vq,
+                                         int64_t v_stride_s, int64_t skp, uint32_t s_k, uint32_t s_v) {
+        k_src = kq + (tid / K_CPR) * DP + (tid % K_CPR) * 16;
+        k_dst = s_k + (tid / K_CPR) * C::Q8_STRIDE + (tid % K_CPR) * 16;
+        if constexpr (C::FP8) {
+            v_src = vq + (int64_t)(tid / F_CPR) * skp + (tid % F_CPR) * 16;
+            v_dst = s_v + (tid / F_CPR) * C::V_STRIDE + (tid % F_CPR) * 16;
+        } else {
+            v_src = static_cast<const uint8_t *>(vg) + (int64_t)(tid / V_CPR) * v_stride_s * 2 + (tid % V_CPR) * 16;
+            v_dst = s_v + (tid / V_CPR) * C::V_STRIDE + (tid % V_CPR) * 16;
+        }
+    }
+
+    /* Copies of tile t into buffer buf (no commit). CHECKED: the tile may end past Sk or D may
+     * be narrower than DP (zero-fill); unchecked calls are only made for whole tiles. */
+    template <bool CHECKED>
+    __device__ __forceinline__ void issue(int t, int buf, const sa3_attn_params &p, const sa3_mma_ws &w) {
+        const uint32_t kd = k_dst + buf * C::K_TILE;
+#pragma unroll
+        for (int i = 0; i < K_PASSES; ++i) sa3_cp_async16_s(kd + i * K_RPP * C::Q8_STRIDE, k_src + i * K_RPP * DP);
+        k_src += BK * DP;
+        const uint32_t vd = v_dst + buf * C::V_TILE;
+        const uint8_t *src = v_src;
+        if constexpr (C::FP8) { /* V^T is padded to whole tiles in the workspace */
+            const int64_t pass = (int64_t)F_RPP * w.skp;
+#pragma unroll
+            for (int i = 0; i < F_PASSES; ++i, src += pass) sa3_cp_async16_s(vd + i * F_RPP * C::V_STRIDE, src);
+            v_src += BK;
+        } else {
+            const int64_t pass = (int64_t)(V_RPP * 2) * p.v_stride_s;
+            const int64_t keys_left = p.seq_k - (int64_t)t * BK;
+            if (!CHECKED || (keys_left >= BK && DP == p.head_dim)) {
+#pragma unroll
+                for (int i = 0; i < V_PASSES; ++i, src += pass) sa3_cp_async16_s(vd + i * V_RPP * C::V_STRIDE, src);
+            } else { /* last tile or columns past D: zeros, not garbage (0 * NaN = NaN) */
+                const unsigned tid = threadIdx.x;
+                const bool col_ok = (int)(tid % V_CPR) * 8 < p.head_dim;
+#pragma unroll
+                for (int i = 0; i < V_PASSES; ++i, src += pass) {
+                    const bool ok = col_ok && (int)(tid / V_CPR) + i * V_RPP < keys_left;
+                    sa3_cp_async16_s(vd + i * V_RPP * C::V_STRIDE, ok ? src : p.v, ok ? 16 : 0);
+                }
+            }
+            v_src += (int64_t)(BK * 2) * p.v_stride_s;
+        }
+    }
+};
+
 /* ---------------------------------------------------------------- the kernel */
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
@@ -197,7 +272,11 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) q_scale[mt] = __shfl_sync(0xffffffffu, amax, (mt * 16 + lane / 4) * LPR) / 127.f;
     __syncwarp();
-    const uint8_t *q8_lane = s_q8 + (wrow0 + (lane & 15)) * C::Q8_STRIDE + (lane >> 4) * 16;
+    /* per-lane ldmatrix bases: Q/K fragments (A row-major, B "col"), 16-bit V (.trans), FP8 V^T */
+    const uint32_t q8_lane = sa3_smem_addr(s_q8) + (wrow0 + (lane & 15)) * C::Q8_STRIDE + (lane >> 4) * 16;
+    const uint32_t k_lane = sa3_smem_addr(s_k) + ((lane & 7) + ((lane >> 4) << 3)) * C::Q8_STRIDE + ((lane >> 3) & 1) * 16;
+    const uint32_t v_lane = C::FP8 ? sa3_smem_addr(s_v) + ((lane & 7) + ((lane >> 4) << 3)) * C::V_STRIDE + ((lane >> 3) & 1) * 16
+                                   : sa3_smem_addr(s_v) + ((lane & 7) + ((lane >> 3) & 1) * 8) * C::V_STRIDE + (lane >> 4) * 16;
     uint32_t qa[C::QREG ? MT : 1][C::QREG ? DP / 32 : 1][4];
     if constexpr (C::QREG) {
 #pragma unroll
@@ -215,28 +294,8 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     const int64_t kv_end = p.is_causal ? min(p.seq_k, m0 + BQ) : p.seq_k;
     const int n_tiles = (int)sa3_ceil_div(kv_end, BK);
 
-    auto load_tile = [&](int j, int buf) {
-        uint8_t *dk = s_k + buf * C::K_TILE;
-        const int8_t *srck = kq + (int64_t)j * BK * DP;
-        for (int i = tid; i < BK * (DP / 16); i += C::THREADS) {
-            const int r = i / (DP / 16), c = i % (DP / 16);
-            sa3_cp_async16(dk + r * C::Q8_STRIDE + c * 16, srck + r * DP + c * 16, 16);
-        }
-        uint8_t *dv = s_v + buf * C::V_TILE;
-        if (C::FP8) {
-            for (int i = tid; i < DP * 4; i += C::THREADS) {
-                const int d = i / 4, c = i % 4;
-                sa3_cp_async16(dv + d * C::V_STRIDE + c * 16, vq + (int64_t)d * w.skp + (int64_t)j * BK + c * 16, 16);
-            }
-        } else {
-            for (int i = tid; i < BK * CPR; i += C::THREADS) {
-                const int r = i / CPR, c = i % CPR;
-                const int64_t t = (int64_t)j * BK + r;
-                const bool ok = t < p.seq_k && c * 8 < D; /* zeros, not garbage: 0 * NaN = NaN */
-                sa3_cp_async16(dv + r * C::V_STRIDE + c * 16, ok ? vg + t * p.v_stride_s + c * 8 : vg, ok ? 16 : 0);
-            }
-        }
-    };
+    sa3_kv_loader<C> loader;
+    loader.init(tid, kq, vg, vq, p.v_stride_s, w.skp, sa3_smem_addr(s_k), sa3_smem_addr(s_v));
 
     float o[MT][DP / 8][4];
     float m_i[MT][2], l_i[MT][2];
@@ -252,22 +311,30 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 
 #pragma unroll
     for (int t = 0; t < C::STAGES - 1; ++t) {
-        if (t < n_tiles) load_tile(t, t);
+        if (t < n_tiles) loader.template issue<true>(t, t, p, w);
         sa3_cp_async_commit(); /* empty groups keep the wait counts uniform */
     }
     int buf = 0;
-    for (int j = 0; j < n_tiles; ++j) {
+
+    /* One K/V tile. EDGE iterations may see a partial or causal-diagonal tile or load one
+     * past the end; the others (all but a few per CTA) have no mask and no bounds checks,
+     * which leaves ptxas fewer branches to schedule around (exp2s interleave with P.V). */
+    auto kv_tile = [&](const int j, auto edge_tag) {
+        constexpr bool EDGE = decltype(edge_tag)::value;
         sa3_cp_async_wait<C::STAGES - 2>(); /* tile j has landed (this thread's copies) */
         __syncthreads();                    /* ... everyone's; and tile j-1's buffer is free */
-        {
+        { /* tile j + STAGES - 1 goes into the buffer tile j - 1 used (free after the barrier) */
             const int t = j + C::STAGES - 1;
-            int nb = buf + C::STAGES - 1;
-            nb = nb >= C::STAGES ? nb - C::STAGES : nb;
-            if (t < n_tiles) load_tile(t, nb);
+            const int load_buf = buf == 0 ? C::STAGES - 1 : buf - 1;
+            if constexpr (EDGE) {
+                if (t < n_tiles) loader.template issue<true>(t, load_buf, p, w);
+            } else {
+                loader.template issue<false>(t, load_buf, p, w);
+            }
             sa3_cp_async_commit();
         }
-        const uint8_t *ck = s_k + buf * C::K_TILE;
-        const uint8_t *cv = s_v + buf * C::V_TILE;
+        const uint32_t ck = k_lane + buf * C::K_TILE;
+        const uint32_t cv = v_lane + buf * C::V_TILE;
         buf = buf + 1 == C::STAGES ? 0 : buf + 1;
         const float k_scale = kscale[4 * j];
 
@@ -297,8 +364,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
             for (int np = 0; np < 4; ++np) {
                 uint32_t bk[4];
-                sa3_ldsm_x4(bk, ck + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * C::Q8_STRIDE + kc * 32 +
-                                    ((lane >> 3) & 1) * 16);
+                sa3_ldsm_x4(bk, ck + np * 16 * C::Q8_STRIDE + kc * 32);
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     sa3_mma_s8(s[mt][2 * np], qf[mt], bk[0], bk[1]);
@@ -310,14 +376,14 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         /* sf: biased scores 1.5*2^23 + acc (exact floats), -inf where masked; then P */
         float sf[MT][8][4];
         const int64_t col0 = (int64_t)j * BK;
-        const bool need_mask = col0 + BK > p.seq_k || (p.is_causal && col0 + BK - 1 > m0);
+        const bool need_mask = EDGE && (col0 + BK > p.seq_k || (p.is_causal && col0 + BK - 1 > m0));
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                 for (int e = 0; e < 4; ++e) sf[mt][nt][e] = __int_as_float(s[mt][nt][e]);
-        if (need_mask) {
+        if (EDGE && need_mask) {
             /* masks in int: key offset inside the tile vs. the limits of this warp's rows */
             const int col_lim = (int)(p.seq_k - col0 < BK ? p.seq_k - col0 : BK);
             const int64_t diag = m0 + wrow0 - col0; /* key c visible to warp row r iff c <= r + diag */
@@ -341,9 +407,16 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             const float kf = fmaxf(q_factor[mt] * k_scale, 1e-30f);
 #pragma unroll
             for (int r = 0; r < 2; ++r) {
-                float mx = -INFINITY;
+                /* tree reductions (max, and the row sum below): a serial chain of 16 dependent
+                 * ops is latency the two warps per scheduler cannot hide */
+                float mx8[8];
 #pragma unroll
-                for (int nt = 0; nt < 8; ++nt) mx = fmaxf(mx, fmaxf(sf[mt][nt][2 * r], sf[mt][nt][2 * r + 1]));
+                for (int nt = 0; nt < 8; ++nt) mx8[nt] = fmaxf(sf[mt][nt][2 * r], sf[mt][nt][2 * r + 1]);
+#pragma unroll
+                for (int w2 = 4; w2 >= 1; w2 /= 2)
+#pragma unroll
+                    for (int i = 0; i < w2; ++i) mx8[i] = fmaxf(mx8[i], mx8[i + w2]);
+                float mx = mx8[0];
                 /* scale before reducing over the quad: its 4 lanes hold different key groups,
                  * so different K scales */
                 mx = (mx - 12582912.0f) * kf;
@@ -356,16 +429,16 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 /* p = exp2(acc*kf - m) as one FFMA: (bias+acc)*kf + (-bias*kf - m). FP8 PV
                  * folds P's 448 scale in here too (l then carries it, the epilogue divides). */
                 const float c = -(12582912.0f * kf) - m_use + (C::FP8 ? 8.807354922057604f : 0.f);
-                float rs = 0.f;
+                float rs4[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
                     for (int e = 2 * r; e < 2 * r + 2; ++e) {
                         const float pe = sa3_exp2(fmaf(sf[mt][nt][e], kf, c));
                         sf[mt][nt][e] = pe;
-                        rs += pe;
+                        rs4[nt % 4] += pe;
                     }
-                l_i[mt][r] = l_i[mt][r] * alpha[mt][r] + rs;
+                l_i[mt][r] = l_i[mt][r] * alpha[mt][r] + ((rs4[0] + rs4[1]) + (rs4[2] + rs4[3]));
             }
         };
         auto rescale_tile = [&](const int mt) {
@@ -393,8 +466,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
                     for (int dp = 0; dp < DP / 16; ++dp) {
                         uint32_t bv[4];
-                        sa3_ldsm_x4_trans(bv, cv + (kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * C::V_STRIDE +
-                                                  (dp * 16 + (lane >> 4) * 8) * 2);
+                        sa3_ldsm_x4_trans(bv, cv + kc * 16 * C::V_STRIDE + dp * 32);
 #pragma unroll
                         for (int mt = mt0; mt < mt1; ++mt) {
                             sa3_half_ops<T>::mma(o[mt][2 * dp], pa[mt], bv[0], bv[1]);
@@ -420,8 +492,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
                     for (int np = 0; np < DP / 16; ++np) {
                         uint32_t bv[4];
-                        sa3_ldsm_x4(bv, cv + (np * 16 + (lane & 7) + ((lane >> 4) << 3)) * C::V_STRIDE + kc * 32 +
-                                            ((lane >> 3) & 1) * 16);
+                        sa3_ldsm_x4(bv, cv + np * 16 * C::V_STRIDE + kc * 32);
 #pragma unroll
                         for (int mt = mt0; mt < mt1; ++mt) {
                             sa3_mma_e4m3(o[mt][2 * np], pa[mt], bv[0], bv[1]);
@@ -432,21 +503,32 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             }
         };
 
-        {
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) softmax_tile(mt);
-            /* Rescale O only when some row's max moved (rare after the first tiles of a long
-             * sequence): multiplying by exactly 1 is skipped, the result is bit-identical. */
-            bool moved = false;
+        for (int mt = 0; mt < MT; ++mt) softmax_tile(mt);
+        /* Rescale O only when some row's max moved (rare after the first tiles of a long
+         * sequence): multiplying by exactly 1 is skipped, the result is bit-identical. An
+         * unconditional rescale would let ptxas start P.V before the last softmax, but it
+         * spills at 255 registers and measured slower (H100, D=128: -10%). */
+        bool moved = false;
 #pragma unroll
-            for (int mt = 0; mt < MT; ++mt) moved |= alpha[mt][0] != 1.f || alpha[mt][1] != 1.f;
-            if (__any_sync(0xffffffffu, moved)) {
+        for (int mt = 0; mt < MT; ++mt) moved |= alpha[mt][0] != 1.f || alpha[mt][1] != 1.f;
+        if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-                for (int mt = 0; mt < MT; ++mt) rescale_tile(mt);
-            }
-            pv_tiles(0, MT);
+            for (int mt = 0; mt < MT; ++mt) rescale_tile(mt);
         }
-    }
+        pv_tiles(0, MT);
+    };
+
+    /* iterations with no mask and whole-tile loads: tile j is before the Sk tail and the
+     * causal diagonal, and tile j + STAGES - 1 (loaded during j) is whole. Only the 16-bit V
+     * read from the caller can end early; INT8 K and FP8 V^T are padded in the workspace. */
+    const int n_whole = C::FP8 ? n_tiles : (D == DP ? (int)(p.seq_k / BK) : 0);
+    int64_t n_unmasked = p.seq_k / BK;
+    if (p.is_causal) n_unmasked = min(n_unmasked, m0 / BK);
+    const int n_fast = (int)max((int64_t)0, min(n_unmasked, (int64_t)n_whole - (C::STAGES - 1)));
+    int j = 0;
+    for (; j < n_fast; ++j) kv_tile(j, std::false_type{});
+    for (; j < n_tiles; ++j) kv_tile(j, std::true_type{});
 
     /* 3. epilogue: O / l in the caller's layout */
     T *og = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
@@ -494,17 +576,19 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-template <typename T, int DP, int MT, bool QREG, int WARPS = 4>
+template <typename T, int DP, int MT, bool QREG>
 sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG, WARPS>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG, WARPS>>(p, w, s, err, n);
+    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG>>(p, w, s, err, n)
+                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG>>(p, w, s, err, n);
 }
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
  * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
  * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
  * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
- * one m-tile's softmax overlapped with the other's P.V (-5%). */
+ * one m-tile's softmax overlapped with the other's P.V (-5%), unconditional O rescale (-10%,
+ * spills). Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies
+ * issued after QK^T instead of before, a lazily raised running max (skips most rescales). */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {

@@ -60,6 +60,13 @@ __device__ __forceinline__ void sa3_cp_async16(void *smem, const void *gmem, int
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa3_smem_addr(smem)), "l"(gmem),
                  "r"(src_bytes));
 }
+/* The same with a 32-bit shared address (lets the caller precompute addresses once). */
+__device__ __forceinline__ void sa3_cp_async16_s(uint32_t smem, const void *gmem) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
+}
+__device__ __forceinline__ void sa3_cp_async16_s(uint32_t smem, const void *gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
+}
 __device__ __forceinline__ void sa3_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
 __device__ __forceinline__ void sa3_cp_async_wait() {

@@ -6,7 +6,8 @@ import sys
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from gpu_helpers import make_qkv, run_mma, to_hnd  # noqa: E402
 
 SHAPES = {  # b, h, s, d, causal, layout
@@ -35,8 +36,8 @@ def timeit(fn, reps):
 
 
 names = sys.argv[1:] or list(SHAPES)
-# SAGEATTN3_MMA_VARIANT selects experimental tile configs while tuning (none are compiled in now)
-variants = [("fp16", "base"), ("fp8", "base")]
+# SAGEATTN3_MMA_VARIANT selects experimental kernel configs while tuning; QB_VARIANTS="fp16/base,fp8/base"
+variants = [tuple(x.split("/")) for x in os.environ.get("QB_VARIANTS", "fp16/base,fp8/base").split(",")]
 print(f"{'shape':8} {'sdpa':>7} " + " ".join(f"{pv}/{qr}".rjust(10) for pv, qr in variants))
 for name in names:
     b, h, s, d, causal, layout = SHAPES[name]
