@@ -6,12 +6,12 @@
  *
  * One CTA = 4 warps = BQ query rows of one (batch, head); each warp owns 16*MT rows and
  * walks all visible 64-key tiles. Per CTA:
- *   1. Q tile (caller's layout, cp.async, zero-filled past Sq and D) -> per-warp INT8 with one
- *      scale per warp (the Q quantization is fused here: Q never goes to global memory).
+ *   1. Q tile (caller's layout, cp.async, zero-filled past Sq and D) -> INT8 with one scale
+ *      per row pair r, r+8 of each 16-row m-tile (fused here: Q never goes to global memory).
  *   2. For each 64-key tile (3-stage cp.async pipeline, addresses precomputed per thread by
  *      sa3_kv_loader): S = Qi8 Ki8^T (int32), scaled to the log2 domain with
  *      q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal; only in the few
- *      "edge" iterations), online softmax, then O += P V.
+ *      "edge" iterations), online softmax, then O += P V (and, at D=128, l += P 1).
  *   3. O / l written in the caller's layout and dtype.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
@@ -96,9 +96,14 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
 }
 
 /* ---------------------------------------------------------------- configuration */
-template <int DP_, int MT_, bool FP8_, bool QREG_, int WARPS_ = 4, int STAGES_ = (DP_ <= 128 ? 3 : 2)>
+template <int DP_, int MT_, bool FP8_, bool QREG_, bool LSUM_ = false, int WARPS_ = 4,
+          int STAGES_ = (DP_ <= 128 ? 3 : 2)>
 struct sa3_mma_cfg {
     static constexpr int DP = DP_, MT = MT_;
+    /* Row sums of P by one extra m16n8k16 per 16 keys against a ones B fragment (16-bit PV
+     * only): 8 mmas per tile replace 64 FADDs plus the final quad shuffles, and the sum is of
+     * the same rounded P that multiplies V. +3-4% at D=128 on the H100 (16k-83k tokens). */
+    static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
     /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
      * tile (+17% shared-memory reads, -32 registers: no spills at DP=128). */
@@ -299,6 +304,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 
     float o[MT][DP / 8][4];
     float m_i[MT][2], l_i[MT][2];
+    float l_acc[MT][4]; /* LSUM_MMA: P times ones; each register holds its row's full sum */
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -307,6 +313,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             for (int e = 0; e < 4; ++e) o[mt][dn][e] = 0.f;
         m_i[mt][0] = m_i[mt][1] = -INFINITY;
         l_i[mt][0] = l_i[mt][1] = 0.f;
+        l_acc[mt][0] = l_acc[mt][1] = l_acc[mt][2] = l_acc[mt][3] = 0.f;
     }
 
 #pragma unroll
@@ -429,6 +436,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 /* p = exp2(acc*kf - m) as one FFMA: (bias+acc)*kf + (-bias*kf - m). FP8 PV
                  * folds P's 448 scale in here too (l then carries it, the epilogue divides). */
                 const float c = -(12582912.0f * kf) - m_use + (C::FP8 ? 8.807354922057604f : 0.f);
+                if constexpr (C::LSUM_MMA) {
+#pragma unroll
+                    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+                        for (int e = 2 * r; e < 2 * r + 2; ++e) sf[mt][nt][e] = sa3_exp2(fmaf(sf[mt][nt][e], kf, c));
+                } else {
                 float rs4[4] = {0.f, 0.f, 0.f, 0.f};
 #pragma unroll
                 for (int nt = 0; nt < 8; ++nt)
@@ -439,9 +452,16 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                         rs4[nt % 4] += pe;
                     }
                 l_i[mt][r] = l_i[mt][r] * alpha[mt][r] + ((rs4[0] + rs4[1]) + (rs4[2] + rs4[3]));
+                }
             }
         };
         auto rescale_tile = [&](const int mt) {
+            if constexpr (C::LSUM_MMA) {
+                l_acc[mt][0] *= alpha[mt][0];
+                l_acc[mt][1] *= alpha[mt][0];
+                l_acc[mt][2] *= alpha[mt][1];
+                l_acc[mt][3] *= alpha[mt][1];
+            }
 #pragma unroll
             for (int dn = 0; dn < DP / 8; ++dn) {
                 o[mt][dn][0] *= alpha[mt][0];
@@ -462,6 +482,10 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                         pa[mt][1] = sa3_half_ops<T>::pack(sf[mt][2 * kc][2], sf[mt][2 * kc][3]);
                         pa[mt][2] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1]);
                         pa[mt][3] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3]);
+                        if constexpr (C::LSUM_MMA) {
+                            const uint32_t one2 = sa3_half_ops<T>::pack(1.f, 1.f);
+                            sa3_half_ops<T>::mma(l_acc[mt], pa[mt], one2, one2);
+                        }
                     }
 #pragma unroll
                     for (int dp = 0; dp < DP / 16; ++dp) {
@@ -537,8 +561,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
         for (int r = 0; r < 2; ++r) {
             float l = l_i[mt][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if constexpr (C::LSUM_MMA) {
+                l = l_acc[mt][2 * r]; /* already summed over all keys by the mma */
+            } else {
+                l += __shfl_xor_sync(0xffffffffu, l, 1);
+                l += __shfl_xor_sync(0xffffffffu, l, 2);
+            }
             const float inv_l = l > 0.f ? 1.f / l : 0.f;
             const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
             if (row >= p.seq_q) continue;
@@ -576,10 +604,10 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-template <typename T, int DP, int MT, bool QREG>
+template <typename T, int DP, int MT, bool QREG, bool LSUM>
 sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG>>(p, w, s, err, n);
+    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG, LSUM>>(p, w, s, err, n)
+                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG, LSUM>>(p, w, s, err, n);
 }
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
@@ -587,14 +615,17 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
  * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
  * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
  * one m-tile's softmax overlapped with the other's P.V (-5%), unconditional O rescale (-10%,
- * spills). Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies
- * issued after QK^T instead of before, a lazily raised running max (skips most rescales). */
+ * spills), two 4-warp groups in one 8-warp CTA taking turns on the tensor cores with named
+ * barriers ("ping-pong", -10%: one warp per scheduler cannot keep the mma pipe busy alone).
+ * Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies issued
+ * after QK^T instead of before, a lazily raised running max (skips most rescales). Row sums
+ * by mma (LSUM) are on at D=128 only, where they were measured. */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {
-    case 64: return sa3_attn_pv<T, 64, 2, true>(p, w, s, err, n);
-    case 128: return sa3_attn_pv<T, 128, 2, false>(p, w, s, err, n);
-    default: return sa3_attn_pv<T, 256, 1, false>(p, w, s, err, n);
+    case 64: return sa3_attn_pv<T, 64, 2, true, false>(p, w, s, err, n);
+    case 128: return sa3_attn_pv<T, 128, 2, false, true>(p, w, s, err, n);
+    default: return sa3_attn_pv<T, 256, 1, false, false>(p, w, s, err, n);
     }
 }
 

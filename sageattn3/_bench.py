@@ -10,7 +10,8 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
      kernel, otherwise the kernel called directly (same workspace/output allocation as the
      dispatcher), so the kernel's own speed is visible at every size.
 Each: warm-up, then the median of >= 20 CUDA-event-timed calls (>= 5 for the 82,992-token
-shape; --runs overrides). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
+shape; --runs overrides), timed in interleaved rounds (SDPA, auto, mma, SDPA, ...) so clock
+drift during the measurement cannot favour one of them. TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
 is TOPS(ours) / TOPS(SDPA) (> 1 = faster). Peak extra memory: torch.cuda.reset_peak_memory_stats
 before one call, max_memory_allocated after it minus memory_allocated before it (so the output
 itself counts: SDPA is ~1.0x), reported as a multiple of the output's size.
@@ -225,17 +226,23 @@ def _empty_cache(torch) -> None:
         pass
 
 
-def time_calls(torch, fn, warmup: int, runs: int) -> List[float]:
-    for _ in range(warmup):
-        fn()
+def time_interleaved(torch, fns, warmup: int, runs: int) -> List[List[float]]:
+    """Per-call times of several backends, measured in rounds (one call of each per round), so
+    clock or thermal drift during the measurement hits all of them alike. Timing each backend's
+    runs back to back instead gave two identical SDPA calls ratios of 0.91-1.03 on the H100."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
     torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
-    for s, e in ev:
-        s.record()
-        fn()
-        e.record()
+    ev = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
+          for _ in range(runs)]
+    for round_ev in ev:
+        for fn, (s, e) in zip(fns, round_ev):
+            s.record()
+            fn()
+            e.record()
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in ev]
+    return [[round_ev[i][0].elapsed_time(round_ev[i][1]) for round_ev in ev] for i in range(len(fns))]
 
 
 def peak_memory(torch, fn):
@@ -360,15 +367,23 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             del out
             m.peak_extra_bytes = int(peak)
             m.mem_x_out = peak / out_bytes
-            w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
-            m.times_ms = time_calls(torch, fn, w, nruns)
-            m.runs = nruns
-            m.ms = statistics.median(m.times_ms)
-            m.tops = flops / (m.ms * 1e-3) / 1e12
         except Exception as exc:
             m.error = f"{type(exc).__name__}: {exc}"
             if "out of memory" in str(exc).lower():
                 _empty_cache(torch)
+    timed = [(results[name], fn) for name, fn in backends if results[name].error is None]
+    try:
+        w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
+        for (m, fn), times in zip(timed, time_interleaved(torch, [fn for _, fn in timed], w, nruns)):
+            m.times_ms = times
+            m.runs = nruns
+            m.ms = statistics.median(times)
+            m.tops = flops / (m.ms * 1e-3) / 1e12
+    except Exception as exc:
+        for m, _ in timed:
+            m.error = f"{type(exc).__name__}: {exc}"
+        if "out of memory" in str(exc).lower():
+            _empty_cache(torch)
 
     if accuracy:
         try:

@@ -2,7 +2,9 @@
 # Validation on the lent GPU machine, in two parts so each fits one 10-minute call:
 #   bash scripts/device_final.sh install   clean-copy `pip install .` (default arch list), info, check,
 #                                          GPU tests, compute-sanitizer
-#   bash scripts/device_final.sh bench     attention benchmark + ComfyUI Wan end-to-end
+#   bash scripts/device_final.sh bench     attention benchmark + host overhead
+#   bash scripts/device_final.sh comfy14b  ComfyUI WanModel 14B step, SDPA vs kernel=mma
+#   bash scripts/device_final.sh sanitize  compute-sanitizer memcheck + racecheck
 # Everything runs from /tmp against the installed package (not the source tree). Logs: $OUT.
 set -o pipefail
 export PYTHONUNBUFFERED=1
@@ -29,14 +31,20 @@ case ${1:-install} in
     echo "gpu tests: exit $? :: $(tail -1 "$OUT/gpu_tests.txt")"
     grep -E "^(FAILED|ERROR)" "$OUT/gpu_tests.txt" | head -10
     OUT=$OUT timeout 150 bash "$REPO/scripts/sanitize.sh" ;;
-  bench)
+  bench)    # attention benchmark + host overhead
     ensure_installed
     cd /tmp
     timeout 240 python -m sageattn3 bench --out "$OUT" > "$OUT/bench.txt" 2>&1; echo "bench: exit $?"
     timeout 60 python "$REPO/benchmarks/bench_host_overhead.py" > "$OUT/host_overhead.txt" 2>&1; tail -12 "$OUT/host_overhead.txt"
-    tail -16 "$OUT/bench.txt"
-    timeout 250 python "$REPO/benchmarks/bench_comfyui_wan.py" --kernel mma --warmup 1 --iters 1 --out "$OUT/comfyui_wan_14b.json" > "$OUT/comfyui_14b.txt" 2>&1
+    tail -16 "$OUT/bench.txt" ;;
+  comfy14b) # ComfyUI WanModel 14B, one step, SDPA vs the node with kernel=mma
+    ensure_installed
+    cd /tmp
+    timeout 280 python "$REPO/benchmarks/bench_comfyui_wan.py" --kernel mma --warmup 1 --iters 1 --out "$OUT/comfyui_wan_14b.json" > "$OUT/comfyui_14b.txt" 2>&1
     echo "comfyui 14B: exit $?"; tail -8 "$OUT/comfyui_14b.txt" ;;
+  sanitize)
+    ensure_installed
+    OUT=$OUT timeout 200 bash "$REPO/scripts/sanitize.sh" ;;
   retest)   # GPU tests of the CLI and ComfyUI files plus the public-API test
     ensure_installed
     cd /tmp

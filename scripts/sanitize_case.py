@@ -17,6 +17,10 @@ cases = [  # b, hq, hkv, sq, sk, d, causal, layout
     (1, 3, 3, 33, 200, 72, False, "NHD_FLAT"),
     (1, 2, 2, 70, 70, 256, True, "HND"),
     (1, 1, 1, 1, 1, 96, False, "HND"),
+    # long enough for the unchecked whole-tile iterations (the first ones above are all edge)
+    (1, 2, 2, 200, 700, 128, False, "NHD_FLAT"),
+    (1, 2, 1, 300, 777, 64, True, "HND"),
+    (1, 1, 1, 150, 600, 256, False, "NHD"),
 ]
 bad = 0
 for pv in pvs:
