@@ -11,7 +11,7 @@
  *   2. For each 64-key tile (3-stage cp.async pipeline, addresses precomputed per thread by
  *      sa3_kv_loader): S = Qi8 Ki8^T (int32), scaled to the log2 domain with
  *      q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal; only in the few
- *      "edge" iterations), online softmax, then O += P V (and, at D=128, l += P 1).
+ *      "edge" iterations), online softmax, then O += P V (and, at D <= 128, l += P 1).
  *   3. O / l written in the caller's layout and dtype.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
@@ -102,7 +102,7 @@ struct sa3_mma_cfg {
     static constexpr int DP = DP_, MT = MT_;
     /* Row sums of P by one extra m16n8k16 per 16 keys against a ones B fragment (16-bit PV
      * only): 8 mmas per tile replace 64 FADDs plus the final quad shuffles, and the sum is of
-     * the same rounded P that multiplies V. +3-4% at D=128 on the H100 (16k-83k tokens). */
+     * the same rounded P that multiplies V (H100: +3-4% at D=128, +2% at D=64). */
     static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
     /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
@@ -619,11 +619,11 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
  * barriers ("ping-pong", -10%: one warp per scheduler cannot keep the mma pipe busy alone).
  * Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies issued
  * after QK^T instead of before, a lazily raised running max (skips most rescales). Row sums
- * by mma (LSUM) are on at D=128 only, where they were measured. */
+ * by mma (LSUM): +2% at D=64, +3-4% at D=128, -1-2% at D=256 (where it stays off). */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {
-    case 64: return sa3_attn_pv<T, 64, 2, true, false>(p, w, s, err, n);
+    case 64: return sa3_attn_pv<T, 64, 2, true, true>(p, w, s, err, n);
     case 128: return sa3_attn_pv<T, 128, 2, false, true>(p, w, s, err, n);
     default: return sa3_attn_pv<T, 256, 1, false, false>(p, w, s, err, n);
     }

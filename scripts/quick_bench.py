@@ -18,6 +18,7 @@ SHAPES = {  # b, h, s, d, causal, layout
     "wan480": (1, 40, 32760, 128, False, "NHD_FLAT"),
     "wan1216": (1, 40, 82992, 128, False, "NHD_FLAT"),
     "hd64": (1, 32, 16384, 64, False, "HND"),
+    "hd256": (1, 16, 16384, 256, False, "HND"),
 }
 
 
