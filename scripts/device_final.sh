@@ -35,7 +35,7 @@ case ${1:-install} in
     ensure_installed
     cd /tmp
     timeout 240 python -m sageattn3 bench --out "$OUT" > "$OUT/bench.txt" 2>&1; echo "bench: exit $?"
-    timeout 60 python "$REPO/benchmarks/bench_host_overhead.py" > "$OUT/host_overhead.txt" 2>&1; tail -12 "$OUT/host_overhead.txt"
+    timeout 60 python "$REPO/benchmarks/bench_host_overhead.py" --out-dir "$OUT" > "$OUT/host_overhead.txt" 2>&1; tail -12 "$OUT/host_overhead.txt"
     tail -16 "$OUT/bench.txt" ;;
   comfy14b) # ComfyUI WanModel 14B, one step, SDPA vs the node with kernel=mma
     ensure_installed
@@ -57,4 +57,6 @@ case ${1:-install} in
     cd /tmp
     timeout 200 python "$REPO/benchmarks/bench_comfyui_wan.py" --small --out "$OUT/comfyui_wan_small.json" > "$OUT/comfyui_small.txt" 2>&1
     echo "comfyui small: exit $?"; tail -12 "$OUT/comfyui_small.txt" ;;
+  pack)     # the tool returns at most 8 files: logs go into one archive, results stay loose
+    cd "$OUT" && tar czf logs.tgz --remove-files ./*.txt ./*.log 2>/dev/null; ls "$OUT" ;;
 esac
