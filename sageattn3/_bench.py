@@ -9,9 +9,9 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
   3. the mma kernel forced: sageattn(kernel="mma") when the dispatcher serves it with the
      kernel, otherwise the kernel called directly (same workspace/output allocation as the
      dispatcher), so the kernel's own speed is visible at every size.
-Each: warm-up, then the median of >= 20 CUDA-event-timed calls (>= 5 for the 82,992-token
-shape; --runs overrides), timed in interleaved rounds (SDPA, auto, mma, SDPA, ...) so clock
-drift during the measurement cannot favour one of them. TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
+Each: warm-up (>= 0.3 s of calls, so the card's power-driven clock has settled for that
+kernel), then the median of >= 20 CUDA-event-timed calls back to back (>= 5 for the
+82,992-token shape; --runs overrides). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
 is TOPS(ours) / TOPS(SDPA) (> 1 = faster). Peak extra memory: torch.cuda.reset_peak_memory_stats
 before one call, max_memory_allocated after it minus memory_allocated before it (so the output
 itself counts: SDPA is ~1.0x), reported as a multiple of the output's size.
@@ -226,23 +226,27 @@ def _empty_cache(torch) -> None:
         pass
 
 
-def time_interleaved(torch, fns, warmup: int, runs: int) -> List[List[float]]:
-    """Per-call times of several backends, measured in rounds (one call of each per round), so
-    clock or thermal drift during the measurement hits all of them alike. Timing each backend's
-    runs back to back instead gave two identical SDPA calls ratios of 0.91-1.03 on the H100."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
+def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3) -> List[float]:
+    """Per-call times once fn runs in steady state: warm up for `warmup` calls and at least
+    warmup_s seconds, then time `runs` calls back to back. The H100's clock follows its power
+    draw with a lag of milliseconds, so a kernel timed right after another inherits that one's
+    clock: timed in alternation with cuDNN SDPA, our kernel lost 10% and SDPA gained 10%, and
+    with a short warm-up two identical SDPA routes differed by up to 9%."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < warmup or time.perf_counter() - t0 < warmup_s:
+        fn()
+        n += 1
+        if n % 8 == 0:
+            torch.cuda.synchronize()
     torch.cuda.synchronize()
-    ev = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in fns]
-          for _ in range(runs)]
-    for round_ev in ev:
-        for fn, (s, e) in zip(fns, round_ev):
-            s.record()
-            fn()
-            e.record()
+    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+    for s, e in ev:
+        s.record()
+        fn()
+        e.record()
     torch.cuda.synchronize()
-    return [[round_ev[i][0].elapsed_time(round_ev[i][1]) for round_ev in ev] for i in range(len(fns))]
+    return [s.elapsed_time(e) for s, e in ev]
 
 
 def peak_memory(torch, fn):
@@ -371,19 +375,30 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             m.error = f"{type(exc).__name__}: {exc}"
             if "out of memory" in str(exc).lower():
                 _empty_cache(torch)
-    timed = [(results[name], fn) for name, fn in backends if results[name].error is None]
-    try:
-        w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
-        for (m, fn), times in zip(timed, time_interleaved(torch, [fn for _, fn in timed], w, nruns)):
-            m.times_ms = times
+    for name, fn in backends:
+        m = results[name]
+        if m.error is not None:
+            continue
+        try:
+            w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
+            m.times_ms = time_steady(torch, fn, w, nruns)
             m.runs = nruns
-            m.ms = statistics.median(times)
+            m.ms = statistics.median(m.times_ms)
             m.tops = flops / (m.ms * 1e-3) / 1e12
-    except Exception as exc:
-        for m, _ in timed:
+        except Exception as exc:
             m.error = f"{type(exc).__name__}: {exc}"
-        if "out of memory" in str(exc).lower():
-            _empty_cache(torch)
+            if "out of memory" in str(exc).lower():
+                _empty_cache(torch)
+    # SDPA once more at the end: how far the same kernel drifts within this shape's measurement
+    # is the noise floor for every ratio in the row (auto routed to SDPA cannot beat it).
+    row["sdpa_noise"] = None
+    if results["sdpa"].ms:
+        try:
+            again = statistics.median(time_steady(torch, call_sdpa, 1, nruns))
+            row["sdpa_again_ms"] = again
+            row["sdpa_noise"] = abs(again - results["sdpa"].ms) / results["sdpa"].ms
+        except Exception as exc:
+            row["sdpa_again_error"] = f"{type(exc).__name__}: {exc}"
 
     if accuracy:
         try:
@@ -446,7 +461,7 @@ def _f(x, fmt="{:.1f}", none="-"):
 def format_table(rows: List[dict]) -> str:
     head = (f"{'shape':<14} {'layout':<8} {'(B,H,Sq,D)':<22} {'SDPA ms':>8} {'TOPS':>6} | {'auto ms':>8} {'TOPS':>6} "
             f"{'xSDPA':>6} {'route':<6} | {'mma ms':>8} {'TOPS':>6} {'xSDPA':>6} | {'mem xout s/a/m':<16} | "
-            f"{'rel-L1 s/a/m':<22}")
+            f"{'rel-L1 s/a/m':<22} | noise")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("error"):
@@ -462,7 +477,8 @@ def format_table(rows: List[dict]) -> str:
             f"{r['name']:<14} {r['layout']:<8} {dims:<22} {_f(s.get('ms'), '{:.3f}'):>8} {_f(s.get('tops')):>6} | "
             f"{_f(a.get('ms'), '{:.3f}'):>8} {_f(a.get('tops')):>6} {_f(r.get('x_sdpa_auto'), '{:.2f}'):>6} "
             f"{route:<6} | {_f(m.get('ms'), '{:.3f}'):>8} {_f(m.get('tops')):>6} "
-            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {mem:<16} | {acc:<22}")
+            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {mem:<16} | {acc:<22} | "
+            f"{_f(None if r.get('sdpa_noise') is None else 100 * r['sdpa_noise'], '{:.0f}%')}")
         for name in ("sdpa", "auto", "mma"):
             err = r[name].get("error")
             if err:
@@ -471,7 +487,7 @@ def format_table(rows: List[dict]) -> str:
             lines.append(f"{'':<14} accuracy: {r['accuracy']['error']}")
     lines.append("xSDPA = TOPS(ours)/TOPS(SDPA); mem = peak extra memory / output size; rel-L1 vs float64 "
                  f"({ACC_ROWS} random query rows of one head, K offset {K_OFFSET_SIGMA:g} sigma); s/a/m = SDPA / "
-                 "sageattn auto / mma kernel forced")
+                 "sageattn auto / mma kernel forced; noise = SDPA timed again after the others, relative change")
     return "\n".join(lines)
 
 
