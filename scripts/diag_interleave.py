@@ -1,3 +1,8 @@
+"""Timing-order diagnostic (not a benchmark): SDPA and sageattn(kernel="mma") timed back to back
+(each in its own steady state) and in alternation, at 16k and 32k tokens, with the SM clock and
+power read by nvidia-smi. On the H100 alternation moved 10% of throughput from our kernel to
+SDPA (the clock follows power draw with a lag), which is why bench times back to back.
+Usage: python scripts/diag_interleave.py"""
 import torch, torch.nn.functional as F, statistics, sys, subprocess, threading, time
 import sageattn3
 from sageattn3 import sageattn
