@@ -3,8 +3,14 @@
 power read by nvidia-smi. On the H100 alternation moved 10% of throughput from our kernel to
 SDPA (the clock follows power draw with a lag), which is why bench times back to back.
 Usage: python scripts/diag_interleave.py"""
-import torch, torch.nn.functional as F, statistics, sys, subprocess, threading, time
-import sageattn3
+import statistics
+import subprocess
+import threading
+import time
+
+import torch
+import torch.nn.functional as F
+
 from sageattn3 import sageattn
 def ev(): return torch.cuda.Event(enable_timing=True)
 def run(fns, rounds, interleave):
