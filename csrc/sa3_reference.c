@@ -32,7 +32,11 @@
  * 6. Online softmax over KV blocks of k_block keys in increasing order, per row:
  *       m_new = max(m, max_j s_j); alpha = (m == -inf) ? 0 : exp2f(m - m_new);
  *       p_j = exp2f(s_j - m_new);
- *       l = l * alpha + (sum_j p_j)            -- unrounded p, summed in j order
+ *       l = l * alpha + (sum_j p_j)            -- unrounded p, summed in j order (the CUDA
+ *                                                 kernel at D <= 128 with 16-bit P.V sums the
+ *                                                 rounded pq by mma instead: a zero-mean
+ *                                                 difference of ~1e-4 relative, inside the
+ *                                                 tests' same-mode bound)
  *       O = O * alpha + (sum_j pq_j * vq_j)    -- block sum in j order, then added
  *    EXACT:     pq = p, vq = v.
  *    INT8_FP16: pq = p rounded to pv_dtype (RNE), vq = v rounded to pv_dtype.

@@ -126,6 +126,9 @@ struct sa3_mma_cfg {
     static constexpr int KV_BYTES = STAGES * (K_TILE + V_TILE);
     static constexpr int STAGE_BYTES = BQ * STAGE_STRIDE; /* aliases the K/V buffers */
     static constexpr int SMEM = Q8_BYTES + (KV_BYTES > STAGE_BYTES ? KV_BYTES : STAGE_BYTES);
+    /* the fast-iteration count assumes a causal CTA's tiles reach STAGES - 1 past its first
+     * masked one, so unchecked lookahead loads never go past the last tile it reads */
+    static_assert(BQ >= (STAGES - 1) * BK, "n_fast needs BQ >= (STAGES - 1) * BK");
 };
 
 /* ---------------------------------------------------------------- K/V tile loads */

@@ -399,6 +399,8 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             row["sdpa_noise"] = abs(again - results["sdpa"].ms) / results["sdpa"].ms
         except Exception as exc:
             row["sdpa_again_error"] = f"{type(exc).__name__}: {exc}"
+            if "out of memory" in str(exc).lower():
+                _empty_cache(torch)
 
     if accuracy:
         try:
@@ -483,6 +485,8 @@ def format_table(rows: List[dict]) -> str:
             err = r[name].get("error")
             if err:
                 lines.append(f"{'':<14} {name}: {err}")
+        if r.get("sdpa_again_error"):
+            lines.append(f"{'':<14} sdpa re-timing (noise): {r['sdpa_again_error']}")
         if (r.get("accuracy") or {}).get("error"):
             lines.append(f"{'':<14} accuracy: {r['accuracy']['error']}")
     lines.append("xSDPA = TOPS(ours)/TOPS(SDPA); mem = peak extra memory / output size; rel-L1 vs float64 "
