@@ -358,8 +358,11 @@ def test_block_sizes_and_pv_dtype(rng, mode, pv_dtype):
 @pytest.mark.parametrize("mode", MODES_Q)
 def test_k_offset_needs_smoothing(rng, mode):
     """DiT-like keys (large per-channel offset): with smooth_k the error stays at the
-    offset-free level; without it the K step grows with the offset and the error with it."""
-    q, k, v = make_qkv(rng, 1, 2, 2, 200, 300, 64, k_offset=8.0)
+    offset-free level; without it the K step grows with the offset and the error with it.
+    The offset is 16 sigma: at 8, int8-fp8's P.V rounding (rel-L1 ~0.037) hides part of the
+    K error and off/on fell to 1.48 in 60 random draws (flaky against the 1.5 below); at 16
+    its minimum over 100 draws was 2.24."""
+    q, k, v = make_qkv(rng, 1, 2, 2, 200, 300, 64, k_offset=16.0)
     on = check_quantized(rng, q, k, v, mode=mode, smooth_k=True)
     off = check_quantized(rng, q, k, v, mode=mode, smooth_k=False)
     q0, k0, v0 = make_qkv(rng, 1, 2, 2, 200, 300, 64, k_offset=0.0)
