@@ -55,17 +55,17 @@ __device__ __forceinline__ uint32_t sa3_smem_addr(const void *p) {
     return static_cast<uint32_t>(__cvta_generic_to_shared(p));
 }
 
-/* 16-byte async copy global->shared; src_bytes < 16 zero-fills the rest (0 = all zeros). */
-__device__ __forceinline__ void sa3_cp_async16(void *smem, const void *gmem, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa3_smem_addr(smem)), "l"(gmem),
-                 "r"(src_bytes));
-}
-/* The same with a 32-bit shared address (lets the caller precompute addresses once). */
+/* 16-byte async copy global->shared at a 32-bit shared address (callers may precompute it);
+ * src_bytes < 16 zero-fills the rest (0 = all zeros). */
 __device__ __forceinline__ void sa3_cp_async16_s(uint32_t smem, const void *gmem) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem), "l"(gmem));
 }
 __device__ __forceinline__ void sa3_cp_async16_s(uint32_t smem, const void *gmem, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
+}
+/* The same from a generic shared pointer. */
+__device__ __forceinline__ void sa3_cp_async16(void *smem, const void *gmem, int src_bytes) {
+    sa3_cp_async16_s(sa3_smem_addr(smem), gmem, src_bytes);
 }
 __device__ __forceinline__ void sa3_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N>
