@@ -226,6 +226,14 @@ def _empty_cache(torch) -> None:
         pass
 
 
+def _failure(torch, exc: Exception) -> str:
+    """The message recorded for a failed measurement; after an OOM the cache is freed so the
+    next backend or shape still gets its memory."""
+    if "out of memory" in str(exc).lower():
+        _empty_cache(torch)
+    return f"{type(exc).__name__}: {exc}"
+
+
 def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3) -> List[float]:
     """Per-call times once fn runs in steady state: warm up for `warmup` calls and at least
     warmup_s seconds, then time `runs` calls back to back. The H100's clock follows its power
@@ -371,24 +379,13 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             del out
             m.peak_extra_bytes = int(peak)
             m.mem_x_out = peak / out_bytes
-        except Exception as exc:
-            m.error = f"{type(exc).__name__}: {exc}"
-            if "out of memory" in str(exc).lower():
-                _empty_cache(torch)
-    for name, fn in backends:
-        m = results[name]
-        if m.error is not None:
-            continue
-        try:
             w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
             m.times_ms = time_steady(torch, fn, w, nruns)
             m.runs = nruns
             m.ms = statistics.median(m.times_ms)
             m.tops = flops / (m.ms * 1e-3) / 1e12
         except Exception as exc:
-            m.error = f"{type(exc).__name__}: {exc}"
-            if "out of memory" in str(exc).lower():
-                _empty_cache(torch)
+            m.error = _failure(torch, exc)
     # SDPA once more at the end: how far the same kernel drifts within this shape's measurement
     # is the noise floor for every ratio in the row (auto routed to SDPA cannot beat it).
     row["sdpa_noise"] = None
@@ -398,9 +395,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             row["sdpa_again_ms"] = again
             row["sdpa_noise"] = abs(again - results["sdpa"].ms) / results["sdpa"].ms
         except Exception as exc:
-            row["sdpa_again_error"] = f"{type(exc).__name__}: {exc}"
-            if "out of memory" in str(exc).lower():
-                _empty_cache(torch)
+            row["sdpa_again_error"] = _failure(torch, exc)
 
     if accuracy:
         try:
