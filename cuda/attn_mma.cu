@@ -621,7 +621,10 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
  * spills), two 4-warp groups in one 8-warp CTA taking turns on the tensor cores with named
  * barriers ("ping-pong", -10%: one warp per scheduler cannot keep the mma pipe busy alone).
  * Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies issued
- * after QK^T instead of before, a lazily raised running max (skips most rescales). Row sums
+ * after QK^T instead of before, a lazily raised running max (skips most rescales). Also slower:
+ * the loop software-pipelined over 32-key steps (QK^T of step h+1 issued beside P.V of step h,
+ * K one tile ahead of V; H200: -18% at D=128, where it spills, -8% at D=64, where it doesn't:
+ * the per-step max/shuffle/vote work doubles and ptxas gains little overlap). Row sums
  * by mma (LSUM): +2% at D=64, +3-4% at D=128, -1-2% at D=256 (where it stays off). */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
