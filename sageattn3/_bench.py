@@ -11,7 +11,9 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
      dispatcher), so the kernel's own speed is visible at every size.
 Each: warm-up (>= 0.3 s of calls, so the card's power-driven clock has settled for that
 kernel), then the median of >= 20 CUDA-event-timed calls back to back (>= 5 for the
-82,992-token shape; --runs overrides). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
+82,992-token shape; --runs overrides), queued behind a short spin kernel so the events time
+the GPU's work even where launching a call takes the host as long as running it (small
+shapes); the host's time per call is reported beside it ("host us"). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
 is TOPS(ours) / TOPS(SDPA) (> 1 = faster). Peak extra memory: torch.cuda.reset_peak_memory_stats
 before one call, max_memory_allocated after it minus memory_allocated before it (so the output
 itself counts: SDPA is ~1.0x), reported as a multiple of the output's size.
@@ -212,6 +214,7 @@ class Measure:
     tops: Optional[float] = None
     runs: int = 0
     times_ms: List[float] = field(default_factory=list)
+    host_us: Optional[float] = None  # host time per timed call (Python + launches + 2 event records)
     peak_extra_bytes: Optional[int] = None
     mem_x_out: Optional[float] = None
     rel_l1: Optional[float] = None
@@ -234,27 +237,49 @@ def _failure(torch, exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3) -> List[float]:
-    """Per-call times once fn runs in steady state: warm up for `warmup` calls and at least
-    warmup_s seconds, then time `runs` calls back to back. The H100's clock follows its power
+def _hold_gpu(torch, seconds: float) -> None:
+    """Queue a spin kernel that keeps the GPU busy for about `seconds` (clock64 cycles; 2e9 per
+    second over-estimates every current clock, so the hold is never shorter than asked)."""
+    sleep = getattr(torch.cuda, "_sleep", None)
+    if DEVICE == "cuda" and sleep is not None:
+        sleep(int(seconds * 2e9))
+
+
+def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3):
+    """(per-call GPU times in ms, host time per call in us) once fn runs in steady state.
+
+    Warm-up: `warmup` calls and at least warmup_s seconds. The H100's clock follows its power
     draw with a lag of milliseconds, so a kernel timed right after another inherits that one's
     clock: timed in alternation with cuDNN SDPA, our kernel lost 10% and SDPA gained 10%, and
-    with a short warm-up two identical SDPA routes differed by up to 9%."""
+    with a short warm-up two identical SDPA routes differed by up to 9%. Then `runs` calls
+    back to back, each between two CUDA events, queued behind a spin kernel that holds the GPU
+    while the host queues them all: each event pair then times the GPU's work for that call,
+    not the host's launch gap (at small shapes, e.g. 1k tokens, a call's Python and launch
+    cost about as much as its kernel: 32-51 us vs 32-49 us per SDPA call at s1k on an H200
+    machine, so such timings follow host jitter; one H100 run read `auto` at 0.44x SDPA there
+    for a call that is SDPA plus ~4 us of routing). The host's time per call (enqueue only,
+    the GPU still busy) is returned separately."""
     t0 = time.perf_counter()
     n = 0
+    host = []
     while n < warmup or time.perf_counter() - t0 < warmup_s:
+        h = time.perf_counter()
         fn()
+        host.append(time.perf_counter() - h)
         n += 1
         if n % 8 == 0:
             torch.cuda.synchronize()
     torch.cuda.synchronize()
     ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(runs)]
+    _hold_gpu(torch, min(0.2, 1e-3 + 3 * runs * statistics.median(host)))
+    h0 = time.perf_counter()
     for s, e in ev:
         s.record()
         fn()
         e.record()
+    host_us = (time.perf_counter() - h0) / runs * 1e6
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in ev]
+    return [s.elapsed_time(e) for s, e in ev], host_us
 
 
 def peak_memory(torch, fn):
@@ -380,7 +405,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             m.peak_extra_bytes = int(peak)
             m.mem_x_out = peak / out_bytes
             w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
-            m.times_ms = time_steady(torch, fn, w, nruns)
+            m.times_ms, m.host_us = time_steady(torch, fn, w, nruns)
             m.runs = nruns
             m.ms = statistics.median(m.times_ms)
             m.tops = flops / (m.ms * 1e-3) / 1e12
@@ -391,7 +416,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
     row["sdpa_noise"] = None
     if results["sdpa"].ms:
         try:
-            again = statistics.median(time_steady(torch, call_sdpa, 1, nruns))
+            again = statistics.median(time_steady(torch, call_sdpa, 1, nruns)[0])
             row["sdpa_again_ms"] = again
             row["sdpa_noise"] = abs(again - results["sdpa"].ms) / results["sdpa"].ms
         except Exception as exc:
@@ -458,7 +483,7 @@ def _f(x, fmt="{:.1f}", none="-"):
 def format_table(rows: List[dict]) -> str:
     head = (f"{'shape':<14} {'layout':<8} {'(B,H,Sq,D)':<22} {'SDPA ms':>8} {'TOPS':>6} | {'auto ms':>8} {'TOPS':>6} "
             f"{'xSDPA':>6} {'route':<6} | {'mma ms':>8} {'TOPS':>6} {'xSDPA':>6} | {'mem xout s/a/m':<16} | "
-            f"{'rel-L1 s/a/m':<22} | noise")
+            f"{'rel-L1 s/a/m':<22} | {'host us s/a/m':<14} | noise")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("error"):
@@ -470,11 +495,12 @@ def format_table(rows: List[dict]) -> str:
                f"{'x' + str(r['sk']) if r['sk'] != r['sq'] else ''},{r['d']}){' c' if r['causal'] else ''}"
         mem = "/".join(_f(x.get("mem_x_out"), "{:.2f}") for x in (s, a, m))
         acc = "/".join(_f(x.get("rel_l1"), "{:.4f}") for x in (s, a, m))
+        host = "/".join(_f(x.get("host_us"), "{:.0f}") for x in (s, a, m))
         lines.append(
             f"{r['name']:<14} {r['layout']:<8} {dims:<22} {_f(s.get('ms'), '{:.3f}'):>8} {_f(s.get('tops')):>6} | "
             f"{_f(a.get('ms'), '{:.3f}'):>8} {_f(a.get('tops')):>6} {_f(r.get('x_sdpa_auto'), '{:.2f}'):>6} "
             f"{route:<6} | {_f(m.get('ms'), '{:.3f}'):>8} {_f(m.get('tops')):>6} "
-            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {mem:<16} | {acc:<22} | "
+            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {mem:<16} | {acc:<22} | {host:<14} | "
             f"{_f(None if r.get('sdpa_noise') is None else 100 * r['sdpa_noise'], '{:.0f}%')}")
         for name in ("sdpa", "auto", "mma"):
             err = r[name].get("error")
@@ -486,7 +512,8 @@ def format_table(rows: List[dict]) -> str:
             lines.append(f"{'':<14} accuracy: {r['accuracy']['error']}")
     lines.append("xSDPA = TOPS(ours)/TOPS(SDPA); mem = peak extra memory / output size; rel-L1 vs float64 "
                  f"({ACC_ROWS} random query rows of one head, K offset {K_OFFSET_SIGMA:g} sigma); s/a/m = SDPA / "
-                 "sageattn auto / mma kernel forced; noise = SDPA timed again after the others, relative change")
+                 "sageattn auto / mma kernel forced; host = host time per timed call (the GPU times exclude it); noise = "
+                 "SDPA timed again after the others, relative change")
     return "\n".join(lines)
 
 

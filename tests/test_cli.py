@@ -353,6 +353,7 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
             m = row[key]
             assert m["error"] is None, m
             assert m["runs"] == 2 and len(m["times_ms"]) == 2 and m["ms"] > 0 and m["tops"] > 0
+            assert m["host_us"] > 0
             assert m["mem_x_out"] == pytest.approx(4096 / row["out_bytes"])
             assert 0 < m["rel_l1"] < 0.01  # SDPA stand-in, bf16
         assert row["auto"]["route"].startswith("SDPA: ")  # CPU tensors
@@ -360,6 +361,27 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
         assert row["x_sdpa_auto"] > 0 and row["x_sdpa_mma"] > 0
         assert row["accuracy"]["rows"] == min(256, row["sq"])
     assert "geomean" in _bench.summary(res)
+
+
+def test_time_steady_queues_timed_calls_behind_a_gpu_hold(monkeypatch):
+    """The timed calls are queued while a spin kernel holds the GPU (so events time GPU work,
+    not launch gaps), the hold covers the queuing, and the host time per call comes back."""
+    log = []
+
+    class Ev(_Event):
+        def record(self):
+            log.append("event")
+            super().record()
+
+    cuda = types.SimpleNamespace(Event=Ev, synchronize=lambda *a: log.append("sync"),
+                                 _sleep=lambda cycles: log.append(("hold", cycles)))
+    monkeypatch.setattr(_bench, "DEVICE", "cuda")
+    times, host_us = _bench.time_steady(types.SimpleNamespace(cuda=cuda), lambda: time.sleep(1e-4), 2, 5,
+                                        warmup_s=0.01)
+    holds = [x for x in log if isinstance(x, tuple)]
+    assert len(holds) == 1 and log.index(holds[0]) < log.index("event")
+    assert holds[0][1] >= 2e9 * 3 * 5 * 1e-4  # >= 3x the queuing time of 5 calls of >= 0.1 ms
+    assert len(times) == 5 and all(t > 0 for t in times) and host_us >= 100
 
 
 def test_plot_or_reason(tmp_path):
