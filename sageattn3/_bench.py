@@ -9,8 +9,9 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
   3. the mma kernel forced: sageattn(kernel="mma") when the dispatcher serves it with the
      kernel, otherwise the kernel called directly (same workspace/output allocation as the
      dispatcher), so the kernel's own speed is visible at every size.
-Each: warm-up (>= 0.3 s of calls, so the card's power-driven clock has settled for that
-kernel), then the median of >= 20 CUDA-event-timed calls back to back (>= 5 for the
+Each: 1 s of GPU rest (--rest; under sustained load the card lowers its clock, and a backend
+timed right after another would inherit that one's load), warm-up (>= 0.3 s of calls, so
+the card's power-driven clock has settled for that kernel), then the median of >= 20 CUDA-event-timed calls back to back (>= 5 for the
 82,992-token shape; --runs overrides), queued behind a short spin kernel so the events time
 the GPU's work even where launching a call takes the host as long as running it (small
 shapes); the host's time per call is reported beside it ("host us"). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
@@ -245,9 +246,13 @@ def _hold_gpu(torch, seconds: float) -> None:
         sleep(int(seconds * 2e9))
 
 
-def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3):
+def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3, rest_s: float = 0.0):
     """(per-call GPU times in ms, host time per call in us) once fn runs in steady state.
 
+    First the GPU idles for rest_s: the H100 lowers its clock under sustained load (one run
+    saw the same cuDNN SDPA kernel slow from 4.6 to 5.4 ms within 20 calls when it was timed
+    second in a row, while the first and a later re-timing held 4.6), so every backend starts
+    from the same rested state instead of inheriting the load of the one timed before it.
     Warm-up: `warmup` calls and at least warmup_s seconds. The H100's clock follows its power
     draw with a lag of milliseconds, so a kernel timed right after another inherits that one's
     clock: timed in alternation with cuDNN SDPA, our kernel lost 10% and SDPA gained 10%, and
@@ -259,6 +264,8 @@ def time_steady(torch, fn, warmup: int, runs: int, warmup_s: float = 0.3):
     machine, so such timings follow host jitter; one H100 run read `auto` at 0.44x SDPA there
     for a call that is SDPA plus ~4 us of routing). The host's time per call (enqueue only,
     the GPU still busy) is returned separately."""
+    torch.cuda.synchronize()
+    time.sleep(rest_s)
     t0 = time.perf_counter()
     n = 0
     host = []
@@ -304,7 +311,7 @@ def _make(torch, gen, sh: Shape, layout: str, dtype):
 
 
 def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, warmup: int,
-                runs: Optional[int], accuracy: bool) -> dict:
+                runs: Optional[int], accuracy: bool, rest_s: float = 1.0) -> dict:
     from . import api
     from ._check import _kernel_call
 
@@ -405,7 +412,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             m.peak_extra_bytes = int(peak)
             m.mem_x_out = peak / out_bytes
             w = warmup if warmup is not None else (1 if flops > 5e13 else 3)
-            m.times_ms, m.host_us = time_steady(torch, fn, w, nruns)
+            m.times_ms, m.host_us = time_steady(torch, fn, w, nruns, rest_s=rest_s)
             m.runs = nruns
             m.ms = statistics.median(m.times_ms)
             m.tops = flops / (m.ms * 1e-3) / 1e12
@@ -416,7 +423,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
     row["sdpa_noise"] = None
     if results["sdpa"].ms:
         try:
-            again = statistics.median(time_steady(torch, call_sdpa, 1, nruns)[0])
+            again = statistics.median(time_steady(torch, call_sdpa, 1, nruns, rest_s=rest_s)[0])
             row["sdpa_again_ms"] = again
             row["sdpa_noise"] = abs(again - results["sdpa"].ms) / results["sdpa"].ms
         except Exception as exc:
@@ -587,6 +594,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     p.add_argument("--runs", type=int, default=None, help="timed calls per backend (default 20; 5 for 82,992 tokens)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per backend (default 3; 1 for huge shapes)")
+    p.add_argument("--rest", type=float, default=1.0, metavar="SECONDS",
+                   help="GPU idle time before each backend's warm-up, so each starts from the same clock state "
+                        "(default 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-accuracy", action="store_true", help="skip the float64 comparison")
     p.add_argument("--out", metavar="DIR", default=None, help="results folder (default: benchmarks/results in a "
@@ -610,6 +620,8 @@ def select_shapes(args, error) -> List[Shape]:
             error(str(exc))
     if args.runs is not None and args.runs < 1:
         error("--runs must be >= 1")
+    if not args.rest >= 0:
+        error("--rest must be >= 0 seconds")
     return shapes or list(DEFAULT_SHAPES)
 
 
@@ -656,7 +668,8 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
         t0 = time.perf_counter()
         try:
             row = bench_shape(torch, sh, layout=layout, pv=args.pv, dtype=dtype, seed=args.seed + i,
-                              warmup=args.warmup, runs=args.runs, accuracy=not args.no_accuracy)
+                              warmup=args.warmup, runs=args.runs, accuracy=not args.no_accuracy,
+                              rest_s=args.rest)
         except Exception as exc:
             row = {"name": sh.name, "layout": layout, "error": f"{type(exc).__name__}: {exc}"}
         row["seconds"] = time.perf_counter() - t0

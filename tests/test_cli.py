@@ -111,6 +111,7 @@ def test_bad_subcommand_exits_2():
     ["bench", "--only", "no-such-shape"],
     ["bench", "--layout", "BHSD"],
     ["bench", "--runs", "0"],
+    ["bench", "--rest", "-1"],
     ["comfyui-install"],
 ])
 def test_usage_errors_exit_2(args, capsys):
@@ -338,7 +339,7 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
         device_info=lambda i: {"name": "Fake", "sm_arch": 90, "mma_supported": True, "default_pv": "fp16"}))
 
     rc = _bench.main(["--shape", "1,2,300,64", "--shape", "1,4,200,32,causal,Sk=333,Hkv=2", "--layout", "NHD_FLAT",
-                      "--runs", "2", "--warmup", "1", "--out", str(tmp_path), "--no-plot"])
+                      "--runs", "2", "--warmup", "1", "--rest", "0", "--out", str(tmp_path), "--no-plot"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "xSDPA" in out and "custom-1x2x300x64" in out
@@ -364,8 +365,9 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
 
 
 def test_time_steady_queues_timed_calls_behind_a_gpu_hold(monkeypatch):
-    """The timed calls are queued while a spin kernel holds the GPU (so events time GPU work,
-    not launch gaps), the hold covers the queuing, and the host time per call comes back."""
+    """The GPU rests first; the timed calls are queued while a spin kernel holds the GPU (so
+    events time GPU work, not launch gaps), the hold covers the queuing, and the host time per
+    call comes back."""
     log = []
 
     class Ev(_Event):
@@ -376,8 +378,10 @@ def test_time_steady_queues_timed_calls_behind_a_gpu_hold(monkeypatch):
     cuda = types.SimpleNamespace(Event=Ev, synchronize=lambda *a: log.append("sync"),
                                  _sleep=lambda cycles: log.append(("hold", cycles)))
     monkeypatch.setattr(_bench, "DEVICE", "cuda")
+    t0 = time.perf_counter()
     times, host_us = _bench.time_steady(types.SimpleNamespace(cuda=cuda), lambda: time.sleep(1e-4), 2, 5,
-                                        warmup_s=0.01)
+                                        warmup_s=0.01, rest_s=0.2)
+    assert time.perf_counter() - t0 >= 0.2  # the rest before the warm-up
     holds = [x for x in log if isinstance(x, tuple)]
     assert len(holds) == 1 and log.index(holds[0]) < log.index("event")
     assert holds[0][1] >= 2e9 * 3 * 5 * 1e-4  # >= 3x the queuing time of 5 calls of >= 0.1 ms
