@@ -10,11 +10,12 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
      kernel, otherwise the kernel called directly (same workspace/output allocation as the
      dispatcher), so the kernel's own speed is visible at every size.
 Each: 1 s of GPU rest (--rest; under sustained load the card lowers its clock, and a backend
-timed right after another would inherit that one's load), warm-up (>= 0.3 s of calls, so
-the card's power-driven clock has settled for that kernel), then the median of >= 20 CUDA-event-timed calls back to back (>= 5 for the
-82,992-token shape; --runs overrides), queued behind a short spin kernel so the events time
-the GPU's work even where launching a call takes the host as long as running it (small
-shapes); the host's time per call is reported beside it ("host us"). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
+timed right after another would inherit that one's load), warm-up (>= 0.3 s of calls, so the
+card's power-driven clock has settled for that kernel), then the median of >= 20
+CUDA-event-timed calls back to back (>= 11 for the 82,992-token shape; --runs overrides),
+queued behind a short spin kernel so the events time the GPU's work even where launching a
+call takes the host as long as running it (small shapes); the host's time per call is
+reported beside it ("host us"). TOPS counts 4*B*Hq*Sq*Sk*D operations (half for causal). "x SDPA"
 is TOPS(ours) / TOPS(SDPA) (> 1 = faster). Peak extra memory: torch.cuda.reset_peak_memory_stats
 before one call, max_memory_allocated after it minus memory_allocated before it (so the output
 itself counts: SDPA is ~1.0x), reported as a multiple of the output's size.
@@ -92,7 +93,8 @@ DEFAULT_SHAPES = [
     Shape("16k", 1, 40, 16384, 128),
     Shape("16k-causal", 1, 40, 16384, 128, causal=True),
     Shape("wan-832x480", 1, 40, 32760, 128, layout="NHD_FLAT", desc="Wan 81 frames 832x480"),
-    Shape("wan-832x1216", 1, 40, 82992, 128, layout="NHD_FLAT", min_runs=5, desc="Wan 81 frames 832x1216"),
+    Shape("wan-832x1216", 1, 40, 82992, 128, layout="NHD_FLAT", min_runs=11,  # 0.3 s calls; 5 spread 8% on an H100
+          desc="Wan 81 frames 832x1216"),
     Shape("hd64", 1, 32, 16384, 64),
     Shape("batch", 4, 40, 4096, 128),
 ]
@@ -592,7 +594,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(B,S,H*D); HND otherwise)")
     p.add_argument("--pv", choices=("auto", "fp16", "fp8"), default="auto", help="P.V precision for sageattn3")
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
-    p.add_argument("--runs", type=int, default=None, help="timed calls per backend (default 20; 5 for 82,992 tokens)")
+    p.add_argument("--runs", type=int, default=None, help="timed calls per backend (default 20; 11 for 82,992 tokens)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per backend (default 3; 1 for huge shapes)")
     p.add_argument("--rest", type=float, default=1.0, metavar="SECONDS",
                    help="GPU idle time before each backend's warm-up, so each starts from the same clock state "

@@ -301,7 +301,7 @@ def test_parse_shape():
     names = [s.name for s in _bench.DEFAULT_SHAPES]
     assert names == ["s1k", "flux", "16k", "16k-causal", "wan-832x480", "wan-832x1216", "hd64", "batch"]
     wan = _bench.DEFAULT_SHAPES[5]
-    assert (wan.s, wan.h, wan.d) == (82992, 40, 128) and wan.min_runs >= 5
+    assert (wan.s, wan.h, wan.d) == (82992, 40, 128) and wan.min_runs >= 11
     assert _bench.default_layout(wan) == "NHD_FLAT" and _bench.default_layout(_bench.DEFAULT_SHAPES[0]) == "HND"
     assert _bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
 
