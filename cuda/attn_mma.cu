@@ -8,10 +8,11 @@
  * walks all visible 64-key tiles. Per CTA:
  *   1. Q tile (caller's layout, cp.async, zero-filled past Sq and D) -> INT8 with one scale
  *      per row pair r, r+8 of each 16-row m-tile (fused here: Q never goes to global memory).
- *   2. For each 64-key tile (3-stage cp.async pipeline, addresses precomputed per thread by
- *      sa3_kv_loader): S = Qi8 Ki8^T (int32), scaled to the log2 domain with
- *      q_scale * k_scale * sm_scale * log2(e), masked (Sk tail, causal; only in the few
- *      "edge" iterations), online softmax, then O += P V (and, at D <= 128, l += P 1).
+ *   2. For each 64-key tile (3-stage cp.async pipeline into swizzled shared tiles, sa3_tile;
+ *      addresses precomputed per thread by sa3_kv_loader): S = Qi8 Ki8^T (int32), scaled
+ *      to the log2 domain with q_scale * k_scale * sm_scale * log2(e), masked (Sk tail,
+ *      causal; only in the few "edge" iterations), online softmax, then O += P V (and, at
+ *      D <= 128, l += P 1).
  *   3. O / l written in the caller's layout and dtype.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
@@ -95,6 +96,40 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
     return (uint32_t)__nv_cvt_float2_to_fp8x2(make_float2(lo, hi), __NV_SATFINITE, __NV_E4M3);
 }
 
+/* ---------------------------------------------------------------- shared-memory tiles */
+/* A tile is rows of L bytes (L a multiple of 64), read by ldmatrix in 16-byte chunks 8 rows
+ * at a time and written by cp.async 16 bytes per thread, 8 consecutive chunks per phase; each
+ * takes one wavefront only if its 8 chunks hit 8 distinct 16-byte bank groups. Rows are L
+ * bytes apart (128-byte aligned lines) and chunk c of row r is stored at chunk c ^ key(r),
+ * key(r) = r & 7 (L >= 128) or (r >> 1) & 3 (L = 64: two rows per line): each cp.async phase
+ * fills one line, and 8 consecutive rows of one chunk land in 8 distinct bank groups.
+ * (Rows padded by 16 bytes instead kept ldmatrix conflict-free but left the cp.async writes
+ * misaligned: ncu on the H100 counted 2.6x their ideal wavefronts, 22% of the kernel's
+ * shared traffic. Swizzling measured +11% at D=128, +6% at D=64, +45% at D=256.)
+ * A lane's ldmatrix base holds its row's key and its own chunk (0 or 1), so steps by
+ * multiples of 8 rows and even chunk counts are compile-time: an XOR on the chunk bits plus
+ * an add. Tiles start 128-byte aligned, so the XOR never reaches the bits above a line. */
+template <int L>
+struct sa3_tile {
+    static __device__ __forceinline__ int key(int r) { return L >= 128 ? (r & 7) : ((r >> 1) & 3); }
+    /* byte offset of chunk c of row r */
+    static __device__ __forceinline__ uint32_t off(int r, int c) { return (uint32_t)(r * L + ((c ^ key(r)) << 4)); }
+    /* from a lane's base to `rows` rows (a multiple of 8) and `chunks` chunks (even) on */
+    static __device__ __forceinline__ uint32_t at(uint32_t base, int rows, int chunks) {
+        return (base ^ (uint32_t)((chunks & 7) << 4)) + (uint32_t)(rows * L + (chunks >> 3) * 128);
+    }
+    /* a loader's pass i writes rows row0 + i * RPP, same chunk: the key is unchanged when RPP
+     * is a multiple of 8; with RPP = 4 (row0 < 4, L >= 128) it gains bit 2 on odd passes */
+    template <int RPP>
+    static __device__ __forceinline__ uint32_t pass(uint32_t base, int i) {
+        static_assert(RPP % 8 == 0 || (RPP == 4 && L >= 128), "swizzle key per pass");
+        if constexpr (RPP % 8 != 0)
+            return (base ^ (uint32_t)((i & 1) << 6)) + (uint32_t)(i * RPP * L);
+        else
+            return base + (uint32_t)(i * RPP * L);
+    }
+};
+
 /* ---------------------------------------------------------------- configuration */
 template <int DP_, int MT_, bool FP8_, bool QREG_, bool LSUM_ = false, int WARPS_ = 4,
           int STAGES_ = (DP_ <= 128 ? 3 : 2)>
@@ -114,12 +149,15 @@ struct sa3_mma_cfg {
     static constexpr int STAGES = STAGES_;
     static constexpr int BQ = WARPS * 16 * MT; /* query rows per CTA */
     static constexpr int BK = 64;              /* keys per tile = K quantization block */
-    /* Row strides padded by 16 bytes: 8 consecutive rows of an ldmatrix land in 8 distinct
-     * 16-byte bank groups (no conflicts) without a swizzle. */
-    static constexpr int Q8_STRIDE = DP + 16;                     /* bytes, INT8 Q and K rows */
-    static constexpr int V_ROWS = FP8 ? DP : BK;                  /* V^T rows (FP8) or V rows */
-    static constexpr int V_STRIDE = FP8 ? (BK + 16) : (DP + 8) * 2; /* bytes */
-    static constexpr int STAGE_STRIDE = (DP + 8) * 2;             /* bytes, 16-bit Q staging */
+    /* swizzled tiles (sa3_tile): INT8 Q and K rows of DP bytes; V rows of DP 16-bit values,
+     * or FP8 V^T rows of BK bytes */
+    using QK_TILE = sa3_tile<DP>;
+    using V_TILE_T = sa3_tile<FP8 ? BK : 2 * DP>;
+    static constexpr int Q8_STRIDE = DP;                  /* bytes, INT8 Q and K rows */
+    static constexpr int V_ROWS = FP8 ? DP : BK;          /* V^T rows (FP8) or V rows */
+    static constexpr int V_STRIDE = FP8 ? BK : 2 * DP;    /* bytes */
+    /* 16-bit Q staging (prologue only, read row-wise): rows padded by 16 bytes */
+    static constexpr int STAGE_STRIDE = (DP + 8) * 2;
     static constexpr int Q8_BYTES = BQ * Q8_STRIDE;
     static constexpr int K_TILE = BK * Q8_STRIDE;
     static constexpr int V_TILE = V_ROWS * V_STRIDE;
@@ -129,6 +167,7 @@ struct sa3_mma_cfg {
     /* the fast-iteration count assumes a causal CTA's tiles reach STAGES - 1 past its first
      * masked one, so unchecked lookahead loads never go past the last tile it reads */
     static_assert(BQ >= (STAGES - 1) * BK, "n_fast needs BQ >= (STAGES - 1) * BK");
+    static_assert(Q8_BYTES % 128 == 0 && K_TILE % 128 == 0 && V_TILE % 128 == 0, "tiles start line-aligned");
 };
 
 /* ---------------------------------------------------------------- K/V tile loads */
@@ -156,13 +195,13 @@ struct sa3_kv_loader {
     __device__ __forceinline__ void init(unsigned tid, const int8_t *kq, const void *vg, const uint8_t *vq,
                                          int64_t v_stride_s, int64_t skp, uint32_t s_k, uint32_t s_v) {
         k_src = kq + (tid / K_CPR) * DP + (tid % K_CPR) * 16;
-        k_dst = s_k + (tid / K_CPR) * C::Q8_STRIDE + (tid % K_CPR) * 16;
+        k_dst = s_k + C::QK_TILE::off(tid / K_CPR, tid % K_CPR);
         if constexpr (C::FP8) {
             v_src = vq + (int64_t)(tid / F_CPR) * skp + (tid % F_CPR) * 16;
-            v_dst = s_v + (tid / F_CPR) * C::V_STRIDE + (tid % F_CPR) * 16;
+            v_dst = s_v + C::V_TILE_T::off(tid / F_CPR, tid % F_CPR);
         } else {
             v_src = static_cast<const uint8_t *>(vg) + (int64_t)(tid / V_CPR) * v_stride_s * 2 + (tid % V_CPR) * 16;
-            v_dst = s_v + (tid / V_CPR) * C::V_STRIDE + (tid % V_CPR) * 16;
+            v_dst = s_v + C::V_TILE_T::off(tid / V_CPR, tid % V_CPR);
         }
     }
 
@@ -172,28 +211,31 @@ struct sa3_kv_loader {
     __device__ __forceinline__ void issue(int t, int buf, const sa3_attn_params &p, const sa3_mma_ws &w) {
         const uint32_t kd = k_dst + buf * C::K_TILE;
 #pragma unroll
-        for (int i = 0; i < K_PASSES; ++i) sa3_cp_async16_s(kd + i * K_RPP * C::Q8_STRIDE, k_src + i * K_RPP * DP);
+        for (int i = 0; i < K_PASSES; ++i)
+            sa3_cp_async16_s(C::QK_TILE::template pass<K_RPP>(kd, i), k_src + i * K_RPP * DP);
         k_src += BK * DP;
         const uint32_t vd = v_dst + buf * C::V_TILE;
         const uint8_t *src = v_src;
         if constexpr (C::FP8) { /* V^T is padded to whole tiles in the workspace */
             const int64_t pass = (int64_t)F_RPP * w.skp;
 #pragma unroll
-            for (int i = 0; i < F_PASSES; ++i, src += pass) sa3_cp_async16_s(vd + i * F_RPP * C::V_STRIDE, src);
+            for (int i = 0; i < F_PASSES; ++i, src += pass)
+                sa3_cp_async16_s(C::V_TILE_T::template pass<F_RPP>(vd, i), src);
             v_src += BK;
         } else {
             const int64_t pass = (int64_t)(V_RPP * 2) * p.v_stride_s;
             const int64_t keys_left = p.seq_k - (int64_t)t * BK;
             if (!CHECKED || (keys_left >= BK && DP == p.head_dim)) {
 #pragma unroll
-                for (int i = 0; i < V_PASSES; ++i, src += pass) sa3_cp_async16_s(vd + i * V_RPP * C::V_STRIDE, src);
+                for (int i = 0; i < V_PASSES; ++i, src += pass)
+                    sa3_cp_async16_s(C::V_TILE_T::template pass<V_RPP>(vd, i), src);
             } else { /* last tile or columns past D: zeros, not garbage (0 * NaN = NaN) */
                 const unsigned tid = threadIdx.x;
                 const bool col_ok = (int)(tid % V_CPR) * 8 < p.head_dim;
 #pragma unroll
                 for (int i = 0; i < V_PASSES; ++i, src += pass) {
                     const bool ok = col_ok && (int)(tid / V_CPR) + i * V_RPP < keys_left;
-                    sa3_cp_async16_s(vd + i * V_RPP * C::V_STRIDE, ok ? src : p.v, ok ? 16 : 0);
+                    sa3_cp_async16_s(C::V_TILE_T::template pass<V_RPP>(vd, i), ok ? src : p.v, ok ? 16 : 0);
                 }
             }
             v_src += (int64_t)(BK * 2) * p.v_stride_s;
@@ -260,7 +302,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     {
         /* amax below FLT_MIN (zero or subnormal) counts as zero: 127/amax would overflow */
         const float q_inv = amax >= 1.17549435e-38f ? 127.f / amax : 0.f;
-        uint8_t *q8_row = s_q8 + my_row * C::Q8_STRIDE + (lane % LPR) * CPL * 8;
+        const int q8_byte0 = (lane % LPR) * CPL * 8; /* this lane's first byte in its INT8 row */
 #pragma unroll 4
         for (int c = 0; c < CPL; ++c) {
             uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
@@ -272,7 +314,9 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 q = max(-127, min(127, q));
                 packed[e / 4] |= (uint32_t)(uint8_t)(int8_t)q << (8 * (e % 4));
             }
-            *reinterpret_cast<uint2 *>(q8_row + c * 8) = make_uint2(packed[0], packed[1]);
+            const int byte = q8_byte0 + c * 8;
+            *reinterpret_cast<uint2 *>(s_q8 + C::QK_TILE::off(my_row, byte >> 4) + (byte & 15)) =
+                make_uint2(packed[0], packed[1]);
         }
     }
     /* this thread's accumulator rows (16mt + g, +8) -> the scale computed by that row's lanes */
@@ -281,16 +325,18 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     for (int mt = 0; mt < MT; ++mt) q_scale[mt] = __shfl_sync(0xffffffffu, amax, (mt * 16 + lane / 4) * LPR) / 127.f;
     __syncwarp();
     /* per-lane ldmatrix bases: Q/K fragments (A row-major, B "col"), 16-bit V (.trans), FP8 V^T */
-    const uint32_t q8_lane = sa3_smem_addr(s_q8) + (wrow0 + (lane & 15)) * C::Q8_STRIDE + (lane >> 4) * 16;
-    const uint32_t k_lane = sa3_smem_addr(s_k) + ((lane & 7) + ((lane >> 4) << 3)) * C::Q8_STRIDE + ((lane >> 3) & 1) * 16;
-    const uint32_t v_lane = C::FP8 ? sa3_smem_addr(s_v) + ((lane & 7) + ((lane >> 4) << 3)) * C::V_STRIDE + ((lane >> 3) & 1) * 16
-                                   : sa3_smem_addr(s_v) + ((lane & 7) + ((lane >> 3) & 1) * 8) * C::V_STRIDE + (lane >> 4) * 16;
+    using QT = typename C::QK_TILE;
+    using VT = typename C::V_TILE_T;
+    const uint32_t q8_lane = sa3_smem_addr(s_q8) + QT::off(wrow0 + (lane & 15), lane >> 4);
+    const uint32_t k_lane = sa3_smem_addr(s_k) + QT::off((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1);
+    const uint32_t v_lane = C::FP8 ? sa3_smem_addr(s_v) + VT::off((lane & 7) + ((lane >> 4) << 3), (lane >> 3) & 1)
+                                   : sa3_smem_addr(s_v) + VT::off((lane & 7) + ((lane >> 3) & 1) * 8, lane >> 4);
     uint32_t qa[C::QREG ? MT : 1][C::QREG ? DP / 32 : 1][4];
     if constexpr (C::QREG) {
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-            for (int kc = 0; kc < DP / 32; ++kc) sa3_ldsm_x4(qa[mt][kc], q8_lane + mt * 16 * C::Q8_STRIDE + kc * 32);
+            for (int kc = 0; kc < DP / 32; ++kc) sa3_ldsm_x4(qa[mt][kc], QT::at(q8_lane, mt * 16, kc * 2));
     }
     __syncthreads(); /* staging aliases the K/V buffers */
 
@@ -368,13 +414,13 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
                     for (int e = 0; e < 4; ++e) qf[mt][e] = qa[mt][kc][e];
                 } else {
-                    sa3_ldsm_x4(qf[mt], q8_lane + mt * 16 * C::Q8_STRIDE + kc * 32);
+                    sa3_ldsm_x4(qf[mt], QT::at(q8_lane, mt * 16, kc * 2));
                 }
             }
 #pragma unroll
             for (int np = 0; np < 4; ++np) {
                 uint32_t bk[4];
-                sa3_ldsm_x4(bk, ck + np * 16 * C::Q8_STRIDE + kc * 32);
+                sa3_ldsm_x4(bk, QT::at(ck, np * 16, kc * 2));
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt) {
                     sa3_mma_s8(s[mt][2 * np], qf[mt], bk[0], bk[1]);
@@ -493,7 +539,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
                     for (int dp = 0; dp < DP / 16; ++dp) {
                         uint32_t bv[4];
-                        sa3_ldsm_x4_trans(bv, cv + kc * 16 * C::V_STRIDE + dp * 32);
+                        sa3_ldsm_x4_trans(bv, VT::at(cv, kc * 16, dp * 2));
 #pragma unroll
                         for (int mt = mt0; mt < mt1; ++mt) {
                             sa3_half_ops<T>::mma(o[mt][2 * dp], pa[mt], bv[0], bv[1]);
@@ -519,7 +565,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 #pragma unroll
                     for (int np = 0; np < DP / 16; ++np) {
                         uint32_t bv[4];
-                        sa3_ldsm_x4(bv, cv + np * 16 * C::V_STRIDE + kc * 32);
+                        sa3_ldsm_x4(bv, VT::at(cv, np * 16, kc * 2));
 #pragma unroll
                         for (int mt = mt0; mt < mt1; ++mt) {
                             sa3_mma_e4m3(o[mt][2 * np], pa[mt], bv[0], bv[1]);
@@ -613,7 +659,9 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
                                     : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG, LSUM>>(p, w, s, err, n);
 }
 
-/* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py): two 16-row
+/* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py) before the
+ * shared tiles were swizzled (that lowered register use: no spills left at DP=128 with
+ * 16-bit P.V; the choices below were not re-measured since): two 16-row
  * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
  * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
  * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
