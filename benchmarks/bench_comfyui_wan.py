@@ -199,7 +199,9 @@ def environment(comfy_path) -> dict:
     except Exception:
         env["driver"] = None
     for key, cwd in (("git_commit", REPO), ("comfyui_commit", comfy_path)):
-        env[key] = None
+        env[key] = os.environ.get("SAGEATTN3_GIT_COMMIT") if key == "git_commit" else None
+        if env[key]:  # set by whoever copied the tree (its .git, if any, may be stale)
+            continue
         try:  # only a repository of its own (.comfyui/ inside this repo is an exported tree)
             top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True,
                                  text=True, timeout=20).stdout.strip()

@@ -6,6 +6,8 @@
 #   bash scripts/device_final.sh comfy14b  ComfyUI WanModel 14B step, SDPA vs kernel=mma
 #   bash scripts/device_final.sh sanitize  compute-sanitizer memcheck + racecheck
 # Everything runs from /tmp against the installed package (not the source tree). Logs: $OUT.
+# Pass SAGEATTN3_GIT_COMMIT=<sha of the checkout> in the command: the results JSONs record it, and the
+# copied tree's .git (if any) may be stale (one recorded an older commit than the one that ran).
 set -o pipefail
 export PYTHONUNBUFFERED=1
 REPO=$(cd "$(dirname "$0")/.." && pwd)
