@@ -29,8 +29,8 @@ PV_MODES = ("auto", "fp16", "fp8")
 MIN_SCORES_PER_HEAD = 1024 * 1024
 
 # Architectures where kernel="auto" keeps SDPA because it measured faster than every kernel
-# we have there. sm_90 (H100/H200): cuDNN SDPA runs ~560-630 TOPS at D=128, the mma kernel
-# 0.61-0.81x of it from 4.6k tokens up, 0.42x at 1k (benchmarks/results/); the wgmma Hopper
+# we have there. sm_90 (H100/H200): cuDNN SDPA runs ~570-635 TOPS at D=128, the mma kernel
+# 0.66-0.92x of it from 4.6k tokens up, 0.49x at 1k (benchmarks/results/); the wgmma Hopper
 # kernel that should win there is not built yet.
 # kernel="mma" still forces the mma kernel.
 SDPA_FASTER_ON = {90: "on sm_90 cuDNN SDPA is faster than the mma kernel (measured on H100); "
