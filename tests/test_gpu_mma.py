@@ -3,8 +3,9 @@
 Two references:
  * the C CPU reference in the same quantization mode (tight: only accumulation order, the
    exp2 approximation and ties in rounding differ), and
- * float64 attention (loose: the quantization error itself), rel-L1 bounds from the issue:
-   <= 0.012 for INT8-QK/16-bit-PV, <= 0.03 for INT8-QK/FP8-PV, on K-offset inputs.
+ * float64 attention (loose: the quantization error itself), rel-L1 on K-offset inputs:
+   <= 0.012 for INT8-QK/16-bit-PV (the issue's bound), <= 0.045 for INT8-QK/FP8-PV (the
+   issue asked 0.03, below e4m3's own floor: see F64_BOUND).
 Outputs and workspace are poisoned (NaN / 0xFF) before every run; inputs are fresh random.
 """
 from __future__ import annotations
