@@ -30,8 +30,9 @@
 namespace {
 
 /* ---------------------------------------------------------------- mma wrappers */
-/* ldmatrix on 32-bit shared addresses: per-lane bases are computed once, the loops add
- * compile-time offsets (folded into the instruction's immediate). */
+/* ldmatrix on 32-bit shared addresses: per-lane bases are computed once; the loops step
+ * them by compile-time amounts (sa3_tile::at: an XOR per distinct chunk step, the rest
+ * folded into the instruction's immediate). */
 __device__ __forceinline__ void sa3_ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
@@ -97,7 +98,7 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
 }
 
 /* ---------------------------------------------------------------- shared-memory tiles */
-/* A tile is rows of L bytes (L a multiple of 64), read by ldmatrix in 16-byte chunks 8 rows
+/* A tile is rows of L bytes (L = 64 or a multiple of 128), read by ldmatrix in 16-byte chunks 8 rows
  * at a time and written by cp.async 16 bytes per thread, 8 consecutive chunks per phase; each
  * takes one wavefront only if its 8 chunks hit 8 distinct 16-byte bank groups. Rows are L
  * bytes apart (128-byte aligned lines) and chunk c of row r is stored at chunk c ^ key(r),
@@ -108,18 +109,24 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
  * shared traffic. Swizzling measured +11% at D=128, +6% at D=64, +45% at D=256.)
  * A lane's ldmatrix base holds its row's key and its own chunk (0 or 1), so steps by
  * multiples of 8 rows and even chunk counts are compile-time: an XOR on the chunk bits plus
- * an add. Tiles start 128-byte aligned, so the XOR never reaches the bits above a line. */
+ * an add. Tiles start 128-byte aligned (the static_assert in sa3_mma_cfg, and the 128-byte
+ * aligned dynamic shared memory), so address bits 4-6 are the chunk within a line (its bank
+ * group), and the XOR flips exactly those. */
 template <int L>
 struct sa3_tile {
+    static_assert(L == 64 || L % 128 == 0, "whole 128-byte lines, or two 64-byte rows per line");
     static __device__ __forceinline__ int key(int r) { return L >= 128 ? (r & 7) : ((r >> 1) & 3); }
     /* byte offset of chunk c of row r */
     static __device__ __forceinline__ uint32_t off(int r, int c) { return (uint32_t)(r * L + ((c ^ key(r)) << 4)); }
-    /* from a lane's base to `rows` rows (a multiple of 8) and `chunks` chunks (even) on */
+    /* from a lane's base (chunk 0 or 1) to `rows` rows on (a multiple of 8: same key) and
+     * `chunks` chunks on (even, so no carry into the lane's chunk bit; below 4 when L = 64,
+     * where bit 6 is the row's half of the line) */
     static __device__ __forceinline__ uint32_t at(uint32_t base, int rows, int chunks) {
         return (base ^ (uint32_t)((chunks & 7) << 4)) + (uint32_t)(rows * L + (chunks >> 3) * 128);
     }
     /* a loader's pass i writes rows row0 + i * RPP, same chunk: the key is unchanged when RPP
-     * is a multiple of 8; with RPP = 4 (row0 < 4, L >= 128) it gains bit 2 on odd passes */
+     * is a multiple of 8; with RPP = 4 (L >= 128; row0 = tid / chunks-per-row < RPP always)
+     * it gains bit 2 on odd passes */
     template <int RPP>
     static __device__ __forceinline__ uint32_t pass(uint32_t base, int i) {
         static_assert(RPP % 8 == 0 || (RPP == 4 && L >= 128), "swizzle key per pass");
@@ -660,8 +667,8 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
 }
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py) before the
- * shared tiles were swizzled (that lowered register use: no spills left at DP=128 with
- * 16-bit P.V; the choices below were not re-measured since): two 16-row
+ * shared tiles were swizzled (that lowered register use: at DP=128 with 16-bit P.V no spills
+ * left for fp16, 4 bytes for bf16; the choices below were not re-measured since): two 16-row
  * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
  * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
  * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),

@@ -65,6 +65,7 @@ def _check_f64(out, q, k, v, layout, heads, causal, pv, rows=None):
     (200, 333, 96, False, 2, 2),
     (150, 150, 256, True, 2, 2),
     (190, 260, 80, False, 3, 1),
+    (200, 455, 192, False, 2, 2),  # DP=256 with D < DP: zero-filled columns, 4-row V copy passes
 ])
 def test_matches_cpu_reference(pv, sq, sk, d, causal, hq, hkv):
     q, k, v = make_qkv(1, hq, hkv, sq, sk, d)
