@@ -1,8 +1,11 @@
 """Is sageattn(kernel="auto") ever slower than the SDPA call it routes to? Times bare SDPA,
 sageattn auto and sageattn mma at one small shape (default s1k: 1x24x1024x128 bf16), each back to
-back after 0.3 s of warm-up, three times, with the host time per timed call. The last H100
-bench run saw auto at 0.44x SDPA at s1k while earlier runs gave 1.01-1.05x; run this first on
-the next device session. Usage: python scripts/check_auto_overhead.py [S] [H] [D]"""
+back after 0.3 s of warm-up, three times, with the host time per timed call. An H100 bench run
+once read auto at 0.44x SDPA at s1k; this script showed why (H200 machine, 2026-11-25): there the
+host time per call (32-51 us) is as long as the GPU time (32-49 us), so event timings follow host
+jitter. The bench now queues its timed calls behind a GPU hold (sageattn3/_bench.py, time_steady).
+Usage: python scripts/check_auto_overhead.py [S] [H] [D]"""
+import os
 import statistics
 import sys
 import time
@@ -10,7 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sageattn3 import sageattn
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from sageattn3 import sageattn  # noqa: E402
 
 S, H, D = (int(x) for x in (sys.argv[1:] + ["1024", "24", "128"][len(sys.argv) - 1:])[:3])
 q, k, v = (torch.randn(1, H, S, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
