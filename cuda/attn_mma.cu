@@ -98,9 +98,9 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
 }
 
 /* ---------------------------------------------------------------- shared-memory tiles */
-/* A tile is rows of L bytes (L = 64 or a multiple of 128), read by ldmatrix in 16-byte chunks 8 rows
- * at a time and written by cp.async 16 bytes per thread, 8 consecutive chunks per phase; each
- * takes one wavefront only if its 8 chunks hit 8 distinct 16-byte bank groups. Rows are L
+/* A tile is rows of L bytes (L = 64 or a multiple of 128), read by ldmatrix in 16-byte
+ * chunks 8 rows at a time and written by cp.async 16 bytes per thread, 8 consecutive chunks
+ * per phase; each takes one wavefront only if its 8 chunks hit 8 distinct 16-byte bank groups. Rows are L
  * bytes apart (128-byte aligned lines) and chunk c of row r is stored at chunk c ^ key(r),
  * key(r) = r & 7 (L >= 128) or (r >> 1) & 3 (L = 64: two rows per line): each cp.async phase
  * fills one line, and 8 consecutive rows of one chunk land in 8 distinct bank groups.
@@ -158,11 +158,11 @@ struct sa3_mma_cfg {
     static constexpr int BK = 64;              /* keys per tile = K quantization block */
     /* swizzled tiles (sa3_tile): INT8 Q and K rows of DP bytes; V rows of DP 16-bit values,
      * or FP8 V^T rows of BK bytes */
-    using QK_TILE = sa3_tile<DP>;
-    using V_TILE_T = sa3_tile<FP8 ? BK : 2 * DP>;
     static constexpr int Q8_STRIDE = DP;                  /* bytes, INT8 Q and K rows */
     static constexpr int V_ROWS = FP8 ? DP : BK;          /* V^T rows (FP8) or V rows */
     static constexpr int V_STRIDE = FP8 ? BK : 2 * DP;    /* bytes */
+    using QK_TILE = sa3_tile<Q8_STRIDE>;
+    using V_TILE_T = sa3_tile<V_STRIDE>;
     /* 16-bit Q staging (prologue only, read row-wise): rows padded by 16 bytes */
     static constexpr int STAGE_STRIDE = (DP + 8) * 2;
     static constexpr int Q8_BYTES = BQ * Q8_STRIDE;
@@ -668,9 +668,10 @@ sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream
 
 /* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py) before the
  * shared tiles were swizzled (that lowered register use: at DP=128 with 16-bit P.V no spills
- * left for fp16, 4 bytes for bf16; the choices below were not re-measured since): two 16-row
- * m-tiles per warp where registers allow (K/V fragments feed two mmas), Q in registers only
- * at DP=64 (at 128 it costs spills; re-reading it from shared memory measured as fast).
+ * left for fp16, 4 bytes for bf16). Re-checked since: LSUM or Q in registers at DP=256
+ * +1-2% (noise, left off). Two 16-row m-tiles per warp where registers allow (K/V fragments
+ * feed two mmas), Q in registers only at DP=64 (at 128 it spills: as fast before the
+ * swizzle, slower after, 443 vs 516 TOPS).
  * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
  * one m-tile's softmax overlapped with the other's P.V (-5%), unconditional O rescale (-10%,
  * spills), two 4-warp groups in one 8-warp CTA taking turns on the tensor cores with named
