@@ -1,0 +1,432 @@
+/* hopper_attn.cu - INT8 QK^T / FP8 P.V attention for sm_90a: wgmma fed by the TMA engine,
+ * one producer warp and two consumer warpgroups per CTA.
+ *
+ * CTA = 128 query rows of one (b, hq): warpgroup 0 is the producer (one thread issues bulk
+ * copies of the pre-pass's K and V tiles into an NS-deep ring, completing on mbarriers);
+ * warpgroups 1 and 2 each own 64 rows. A consumer quantizes its Q rows to INT8 in shared
+ * memory (one scale per row), then per 128-key tile:
+ *     S = Q K^T           wgmma s8, both operands from shared memory
+ *     P = exp2(S c - m')  online softmax in fp32, P scaled into e4m3's range (x448)
+ *     Ot = P V            wgmma e4m3, P from registers (its accumulator layout is the A
+ *                         fragment layout thanks to the pre-pass's key permutation of V^T)
+ *     O = O alpha + Ot    fp32 running sum: FP8 wgmma accumulates with a short mantissa, so
+ *                         each tile's product starts from zero and is added here
+ * and issues the next tile's QK^T before waiting for this tile's P.V, so the O update runs
+ * under tensor work; the two consumers drift apart and overlap each other's softmax.
+ * Numerics: csrc/sa3_reference.c, mode int8-fp8, q_block 1, k_block 128. */
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <float.h>
+
+#include <type_traits>
+
+#include "hopper_launch.cuh"
+#include "hopper_sm90.cuh"
+#include "hopper_workspace.cuh"
+
+namespace sa3h {
+namespace {
+
+constexpr int kThreads = 384;
+constexpr int kConsumerWarps = 8;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLog2P = 8.807354922057604f; /* log2(448): P is stored as p * 448 */
+
+template <int DP, int NS>
+struct Smem {
+    static constexpr int kQ = 64 * DP;          /* one consumer's INT8 Q rows */
+    static constexpr int kK = kBlockN * DP;     /* INT8 K tile */
+    static constexpr int kV = DP * kBlockN;     /* e4m3 V^T tile */
+    static constexpr int q_off = 0;
+    static constexpr int k_off = 2 * kQ;
+    static constexpr int v_off = k_off + NS * kK;
+    static constexpr int bar_off = v_off + NS * kV;  /* fullK, fullV, emptyK, emptyV: NS each */
+    static constexpr int row_off = bar_off + 4 * NS * 8; /* per-row Q scale and LSE term */
+    static constexpr int bytes = row_off + 2 * kBlockM * 4;
+    static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
+};
+
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+/* Four floats to four e4m3 bytes, a in the lowest byte (cvt puts its first source high). */
+__device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d) {
+    uint32_t r;
+    asm("{\n.reg .b16 lo, hi;\n"
+        "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"
+        "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n"
+        "mov.b32 %0, {lo, hi};\n}\n"
+        : "=r"(r)
+        : "f"(a), "f"(b), "f"(c), "f"(d));
+    return r;
+}
+
+template <typename T>
+__device__ __forceinline__ void load8(const T *src, float (&x)[8]) {
+    uint4 raw = *reinterpret_cast<const uint4 *>(src);
+    const T *h = reinterpret_cast<const T *>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ uint32_t pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
+    __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Q rows [q0, q0+64) of (b, hq) -> INT8 rows in shared memory, one scale per row; 2 threads a
+ * row. Also writes per row scale_q * sm_scale * log2(e) and sm_scale * q.mean(K) (the LSE term
+ * that K smoothing removed). Rows past Sq become zeros. */
+template <int DP, typename T>
+__device__ __forceinline__ void load_quantize_q(const sa3_attn_params &p, const float *kmean, int8_t *sq,
+                                                float *row_scale, float *row_lse, int64_t b, int64_t hq,
+                                                int64_t q0, int tid) {
+    constexpr int PER = DP / 2;
+    const int r = tid >> 1, half = tid & 1;
+    const int64_t row = q0 + r;
+    const T *src = static_cast<const T *>(p.q) + b * p.q_stride_b + hq * p.q_stride_h + row * p.q_stride_s;
+    float x[PER];
+#pragma unroll
+    for (int i = 0; i < PER / 8; ++i) {
+        const int col = half * PER + i * 8;
+        float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (row < p.seq_q && col < p.head_dim) load8(src + col, t);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[i * 8 + e] = t[e];
+    }
+    float amax = 0.f, qm = 0.f;
+#pragma unroll
+    for (int i = 0; i < PER; ++i) {
+        amax = fmaxf(amax, fabsf(x[i]));
+        qm = fmaf(x[i], kmean[half * PER + i], qm);
+    }
+    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
+    qm += __shfl_xor_sync(0xffffffffu, qm, 1);
+    const float inv = amax >= FLT_MIN ? 127.f / amax : 0.f;
+#pragma unroll
+    for (int c = 0; c < PER / 16; ++c) {
+        uint32_t w[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            uint32_t v = 0;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                int q = __float2int_rn(x[c * 16 + j * 4 + e] * inv);
+                q = max(-127, min(127, q));
+                v |= (uint32_t)(uint8_t)(int8_t)q << (8 * e);
+            }
+            w[j] = v;
+        }
+        *reinterpret_cast<uint4 *>(sq + swizzled_offset(r, half * (PER / 16) + c, DP)) =
+            make_uint4(w[0], w[1], w[2], w[3]);
+    }
+    if (half == 0) {
+        row_scale[r] = (amax / 127.f) * (p.sm_scale * kLog2e);
+        row_lse[r] = qm * p.sm_scale;
+    }
+}
+
+/* S = Q K^T over DP/32 k-steps (+32 bytes of both operands per step: +2 in the descriptor). */
+template <int DP>
+__device__ __forceinline__ void issue_qk(uint32_t (&s)[64], uint64_t dq, uint64_t dk) {
+    wgmma_fence();
+    wgmma_s8_n128_zero(s, dq, dk);
+#pragma unroll
+    for (int kk = 1; kk < DP / 32; ++kk) wgmma_s8_n128_acc(s, dq + 2 * kk, dk + 2 * kk);
+    wgmma_commit();
+}
+
+template <int DP>
+__device__ __forceinline__ void issue_pv(float (&ot)[DP / 2], const uint32_t (&pa)[4][4], uint64_t dv) {
+    wgmma_fence();
+    if constexpr (DP == 128) {
+        wgmma_e4m3_n128_zero(ot, pa[0], dv);
+#pragma unroll
+        for (int kk = 1; kk < 4; ++kk) wgmma_e4m3_n128_acc(ot, pa[kk], dv + 2 * kk);
+    } else {
+        wgmma_e4m3_n64_zero(ot, pa[0], dv);
+#pragma unroll
+        for (int kk = 1; kk < 4; ++kk) wgmma_e4m3_n64_acc(ot, pa[kk], dv + 2 * kk);
+    }
+    wgmma_commit();
+}
+
+/* Online softmax of one tile for this thread's two rows (r0: regs 4g, 4g+1; r1: 4g+2, 4g+3;
+ * column 8g + 2t + e). MASK: keys past Sk, and with CAUSAL keys after the row, get p = 0. */
+template <bool MASK, bool CAUSAL>
+__device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, float c1, float (&m)[2],
+                                             float (&l)[2], float (&alpha)[2], uint32_t (&pa)[4][4],
+                                             int64_t key0, int64_t row0, int64_t row1, int64_t seq_k, int t) {
+    float mn0, mn1;
+    float f[64];
+    if (MASK) {
+        float mx0 = -INFINITY, mx1 = -INFINITY;
+#pragma unroll
+        for (int k = 0; k < 64; ++k) {
+            const int64_t key = key0 + 8 * (k / 4) + 2 * t + (k & 1);
+            const int64_t row = (k & 2) ? row1 : row0;
+            const bool dead = key >= seq_k || (CAUSAL && key > row);
+            const float v = dead ? -INFINITY : __int2float_rn((int)s[k]) * ((k & 2) ? c1 : c0);
+            f[k] = v;
+            if (k & 2) mx1 = fmaxf(mx1, v); else mx0 = fmaxf(mx0, v);
+        }
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        mn0 = fmaxf(m[0], mx0);
+        mn1 = fmaxf(m[1], mx1);
+        const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
+#pragma unroll
+        for (int k = 0; k < 64; ++k) f[k] = ex2(f[k] + ((k & 2) ? nb1 : nb0));
+    } else {
+        int mx0 = (int)s[0], mx1 = (int)s[2];
+#pragma unroll
+        for (int g = 0; g < 16; ++g) {
+            mx0 = max(mx0, max((int)s[4 * g], (int)s[4 * g + 1]));
+            mx1 = max(mx1, max((int)s[4 * g + 2], (int)s[4 * g + 3]));
+        }
+        mx0 = max(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = max(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = max(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = max(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        /* c > 0, so the max of the scaled scores is the scaled max of the integers. */
+        mn0 = fmaxf(m[0], __int2float_rn(mx0) * c0);
+        mn1 = fmaxf(m[1], __int2float_rn(mx1) * c1);
+        const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
+#pragma unroll
+        for (int k = 0; k < 64; ++k)
+            f[k] = ex2(fmaf(__int2float_rn((int)s[k]), (k & 2) ? c1 : c0, (k & 2) ? nb1 : nb0));
+    }
+    alpha[0] = ex2(m[0] - mn0);
+    alpha[1] = ex2(m[1] - mn1);
+    m[0] = mn0;
+    m[1] = mn1;
+    float ls0 = 0.f, ls1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 64; ++k) {
+        if (k & 2) ls1 += f[k]; else ls0 += f[k];
+    }
+    l[0] = fmaf(l[0], alpha[0], ls0);
+    l[1] = fmaf(l[1], alpha[1], ls1);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) {
+        const int g0 = 16 * kk, g1 = 16 * kk + 4, g2 = 16 * kk + 8, g3 = 16 * kk + 12;
+        pa[kk][0] = pack_e4m3(f[g0 + 0], f[g0 + 1], f[g1 + 0], f[g1 + 1]);
+        pa[kk][1] = pack_e4m3(f[g0 + 2], f[g0 + 3], f[g1 + 2], f[g1 + 3]);
+        pa[kk][2] = pack_e4m3(f[g2 + 0], f[g2 + 1], f[g3 + 0], f[g3 + 1]);
+        pa[kk][3] = pack_e4m3(f[g2 + 2], f[g2 + 3], f[g3 + 2], f[g3 + 3]);
+    }
+}
+
+template <int DP, int NS, typename T, bool CAUSAL>
+__global__ void __launch_bounds__(kThreads, 1)
+    attn_kernel(const sa3_attn_params p, const Workspace w, float *lse, int64_t lse_sb, int64_t lse_sh) {
+    using L = Smem<DP, NS>;
+    extern __shared__ uint8_t smem_raw[];
+    uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+    int8_t *sq = reinterpret_cast<int8_t *>(smem + L::q_off);
+    uint8_t *sk = smem + L::k_off;
+    uint8_t *sv = smem + L::v_off;
+    uint64_t *full_k = reinterpret_cast<uint64_t *>(smem + L::bar_off);
+    uint64_t *full_v = full_k + NS, *empty_k = full_k + 2 * NS, *empty_v = full_k + 3 * NS;
+    float *row_scale = reinterpret_cast<float *>(smem + L::row_off);
+    float *row_lse = row_scale + kBlockM;
+
+    const int qt = CAUSAL ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x; /* heavy tiles first */
+    const int64_t hq = blockIdx.y, b = blockIdx.z;
+    const int64_t hk = hq / (p.heads_q / p.heads_kv);
+    const int64_t bhk = b * p.heads_kv + hk;
+    int ntiles = (int)w.nblk;
+    if (CAUSAL) ntiles = min(ntiles, qt + 1); /* rows < (qt+1)*128 see keys < (qt+1)*128 */
+    const int wg = threadIdx.x / 128;
+
+    if (threadIdx.x == 0) {
+#pragma unroll
+        for (int s = 0; s < NS; ++s) {
+            mbar_init(&full_k[s], 1);
+            mbar_init(&full_v[s], 1);
+            mbar_init(&empty_k[s], kConsumerWarps);
+            mbar_init(&empty_v[s], kConsumerWarps);
+        }
+        mbar_init_fence();
+    }
+    __syncthreads();
+
+    if (wg == 0) {
+        regs_dec<24>();
+        if (threadIdx.x == 0) {
+            const uint64_t pol = l2_evict_last_policy();
+            const int8_t *kt = w.kq + bhk * w.nblk * (int64_t)L::kK;
+            const uint8_t *vt = w.vq + bhk * w.nblk * (int64_t)L::kV;
+            for (int j = 0; j < ntiles; ++j) {
+                const int s = j % NS;
+                const uint32_t ph = (uint32_t)(j / NS) & 1u;
+                mbar_wait(&empty_k[s], ph ^ 1u);
+                mbar_arrive_expect_tx(&full_k[s], L::kK);
+                bulk_g2s(sk + s * L::kK, kt + (int64_t)j * L::kK, L::kK, &full_k[s], pol);
+                mbar_wait(&empty_v[s], ph ^ 1u);
+                mbar_arrive_expect_tx(&full_v[s], L::kV);
+                bulk_g2s(sv + s * L::kV, vt + (int64_t)j * L::kV, L::kV, &full_v[s], pol);
+            }
+        }
+        return;
+    }
+
+    regs_inc<240>();
+    const int cw = wg - 1;
+    const int tid = threadIdx.x - 128 * wg;
+    const int warp = tid / 32, lane = tid % 32, t = lane & 3;
+    const int64_t q0 = (int64_t)qt * kBlockM + cw * 64;
+    load_quantize_q<DP, T>(p, w.kmean + bhk * DP, sq + cw * L::kQ, row_scale + cw * 64, row_lse + cw * 64, b, hq,
+                           q0, tid);
+    fence_proxy_async_smem();
+    named_barrier_sync(1 + cw, 128);
+
+    const int r0 = warp * 16 + (lane >> 2), r1 = r0 + 8;
+    const float qs0 = row_scale[cw * 64 + r0], qs1 = row_scale[cw * 64 + r1];
+    const int64_t row0 = q0 + r0, row1 = q0 + r1;
+    const uint64_t dq = smem_desc(sq + cw * L::kQ, DP);
+    const float *kscale = w.kscale + bhk * w.nblk;
+
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+    float o[DP / 2];
+#pragma unroll
+    for (int i = 0; i < DP / 2; ++i) o[i] = 0.f;
+    uint32_t s[64];
+    float ot[DP / 2];
+    uint32_t pa[4][4];
+
+    mbar_wait(&full_k[0], 0);
+    issue_qk<DP>(s, dq, smem_desc(sk, DP));
+    float ks = kscale[0];
+    wgmma_wait<0>();
+    fence_regs(s);
+    if (lane == 0) mbar_arrive(&empty_k[0]);
+
+    /* One tile. MORE: the next tile's QK^T is issued behind this tile's P.V; the two cases are
+     * separate instances so every wgmma wait is unconditional (ptxas otherwise serializes). */
+    auto step = [&](int j, auto more_tag) {
+        constexpr bool MORE = decltype(more_tag)::value;
+        const int st = j % NS;
+        const uint32_t ph = (uint32_t)(j / NS) & 1u;
+        const float ks_next = MORE ? kscale[j + 1] : 0.f;
+        const int64_t key0 = (int64_t)j * kBlockN;
+        const bool mask = key0 + kBlockN > p.seq_k || (CAUSAL && key0 + kBlockN - 1 > q0);
+        float alpha[2];
+        if (mask) {
+            softmax_tile<true, CAUSAL>(s, qs0 * ks, qs1 * ks, m, l, alpha, pa, key0, row0, row1, p.seq_k, t);
+        } else {
+            softmax_tile<false, CAUSAL>(s, qs0 * ks, qs1 * ks, m, l, alpha, pa, key0, row0, row1, p.seq_k, t);
+        }
+        mbar_wait(&full_v[st], ph);
+        issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
+        const int st1 = (j + 1) % NS;
+        if constexpr (MORE) {
+            mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
+            issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
+            wgmma_wait<1>();
+        } else {
+            wgmma_wait<0>();
+        }
+        fence_regs(ot);
+        if (lane == 0) mbar_arrive(&empty_v[st]);
+#pragma unroll
+        for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? alpha[1] : alpha[0], ot[i]);
+        if constexpr (MORE) {
+            wgmma_wait<0>();
+            fence_regs(s);
+            if (lane == 0) mbar_arrive(&empty_k[st1]);
+        }
+        ks = ks_next;
+    };
+    for (int j = 0; j + 1 < ntiles; ++j) step(j, std::true_type{});
+    step(ntiles - 1, std::false_type{});
+
+    /* Epilogue: O * vscale / l in the caller's layout and dtype; the LSE when asked for. */
+    l[0] += __shfl_xor_sync(0xffffffffu, l[0], 1);
+    l[0] += __shfl_xor_sync(0xffffffffu, l[0], 2);
+    l[1] += __shfl_xor_sync(0xffffffffu, l[1], 1);
+    l[1] += __shfl_xor_sync(0xffffffffu, l[1], 2);
+    const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
+    const float *vs = w.vscale + bhk * DP;
+    T *out = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
+#pragma unroll
+    for (int g = 0; g < DP / 8; ++g) {
+        const int col = 8 * g + 2 * t;
+        if (col < p.head_dim) {
+            const float v0 = vs[col], v1 = vs[col + 1];
+            if (row0 < p.seq_q)
+                *reinterpret_cast<uint32_t *>(out + row0 * p.o_stride_s + col) =
+                    pack2<T>(o[4 * g] * v0 * inv0, o[4 * g + 1] * v1 * inv0);
+            if (row1 < p.seq_q)
+                *reinterpret_cast<uint32_t *>(out + row1 * p.o_stride_s + col) =
+                    pack2<T>(o[4 * g + 2] * v0 * inv1, o[4 * g + 3] * v1 * inv1);
+        }
+    }
+    if (lse != nullptr && t == 0) {
+        float *lrow = lse + b * lse_sb + hq * lse_sh;
+        if (row0 < p.seq_q) lrow[row0] = (m[0] + __log2f(l[0]) - kLog2P) * kLn2 + row_lse[cw * 64 + r0];
+        if (row1 < p.seq_q) lrow[row1] = (m[1] + __log2f(l[1]) - kLog2P) * kLn2 + row_lse[cw * 64 + r1];
+    }
+}
+
+template <int DP, int NS, typename T, bool CAUSAL>
+sa3_status launch_typed(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t lse_sb, int64_t lse_sh,
+                        cudaStream_t stream, char *err, size_t err_len) {
+    using L = Smem<DP, NS>;
+    auto kernel = attn_kernel<DP, NS, T, CAUSAL>;
+    /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
+    static bool configured[64] = {false};
+    if (p->device < 0 || p->device >= 64 || !configured[p->device]) {
+        SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::alloc),
+                     "hopper attention smem attribute");
+        if (p->device >= 0 && p->device < 64) configured[p->device] = true;
+    }
+    const dim3 grid((unsigned)((p->seq_q + kBlockM - 1) / kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
+    kernel<<<grid, kThreads, L::alloc, stream>>>(*p, *w, lse, lse_sb, lse_sh);
+    SA3_LAUNCH_CHECK("hopper attention launch");
+    return SA3_OK;
+}
+
+template <int DP, typename T>
+sa3_status launch_dp(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t sb, int64_t sh,
+                     cudaStream_t s, char *err, size_t n) {
+    constexpr int NS = DP == 128 ? 3 : 4;
+    return p->is_causal ? launch_typed<DP, NS, T, true>(p, w, lse, sb, sh, s, err, n)
+                        : launch_typed<DP, NS, T, false>(p, w, lse, sb, sh, s, err, n);
+}
+
+template <typename T>
+sa3_status launch_t(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t sb, int64_t sh,
+                    cudaStream_t s, char *err, size_t n) {
+    return w->dp == 64 ? launch_dp<64, T>(p, w, lse, sb, sh, s, err, n)
+                       : launch_dp<128, T>(p, w, lse, sb, sh, s, err, n);
+}
+
+} // namespace
+
+sa3_status attention_launch(const sa3_attn_params *p, float *lse, int64_t lse_sb, int64_t lse_sh,
+                            cudaStream_t stream, char *err, size_t err_len) {
+    const Workspace w = workspace_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim);
+    sa3_device_guard guard;
+    SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
+    sa3_status s = quant_launch(p, &w, stream, err, err_len);
+    if (s != SA3_OK) return s;
+    return p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(p, &w, lse, lse_sb, lse_sh, stream, err, err_len)
+                                      : launch_t<__half>(p, &w, lse, lse_sb, lse_sh, stream, err, err_len);
+}
+
+} // namespace sa3h

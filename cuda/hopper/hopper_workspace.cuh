@@ -1,0 +1,83 @@
+/* hopper_workspace.cuh - how the caller's workspace is carved up for the hopper family, and
+ * the shared-memory tile formats its pre-pass writes. One function computes the layout; the
+ * size query, the pre-pass and the attention kernel all use it, so they cannot disagree.
+ *
+ * The pre-pass writes every K and V tile already in the byte order the attention kernel's
+ * shared memory needs (wgmma's swizzled K-major layout), so one bulk copy per tile moves it
+ * and the kernel does no transposes or shuffles. Internal to cuda/hopper/. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sa3_params.h"
+
+namespace sa3h {
+
+constexpr int kBlockN = 128;    /* keys per KV tile (and per K scale) */
+constexpr int kBlockM = 128;    /* query rows per CTA: two consumer warpgroups of 64 */
+constexpr int kStatChunk = 4096; /* tokens per partial-statistics block of the pre-pass */
+
+struct Workspace {
+    int8_t *kq;     /* [B*Hkv][nblk][128 keys][DP] INT8 of K - mean(K), swizzled rows        */
+    float *kscale;  /* [B*Hkv][nblk] amax / 127 of each 128-key block                        */
+    uint8_t *vq;    /* [B*Hkv][nblk][DP][128 keys] e4m3 of V^T, keys permuted per 32, swizzled */
+    float *vscale;  /* [B*Hkv][DP] max|V| / 448 per channel                                  */
+    float *kmean;   /* [B*Hkv][DP] the mean subtracted from K (for the LSE)                  */
+    float *ksum;    /* [B*Hkv][nchunks][DP] per-chunk column sums of K                       */
+    float *vmax;    /* [B*Hkv][nchunks][DP] per-chunk column max|V|                          */
+    int64_t nblk;    /* ceil(Sk / 128) */
+    int64_t nchunks; /* ceil(Sk / 4096) */
+    int dp;          /* padded head dim: 64 or 128 */
+    size_t bytes;
+};
+
+static inline size_t align256(size_t x) { return (x + 255u) & ~(size_t)255u; }
+
+static inline int padded_head_dim(int64_t d) { return d <= 64 ? 64 : 128; }
+
+/* base may be NULL to only compute sizes. */
+static inline Workspace workspace_layout(void *base, int64_t batch, int64_t heads_kv, int64_t seq_k,
+                                         int64_t head_dim) {
+    Workspace w;
+    const int64_t bh = batch * heads_kv;
+    w.dp = padded_head_dim(head_dim);
+    w.nblk = (seq_k + kBlockN - 1) / kBlockN;
+    w.nchunks = (seq_k + kStatChunk - 1) / kStatChunk;
+    size_t off = 0;
+    char *b = (char *)base;
+#define SA3H_CARVE(field, type, count)                                 \
+    w.field = b ? (type *)(b + off) : (type *)0;                       \
+    off = align256(off + (size_t)(count) * sizeof(type));
+    SA3H_CARVE(kq, int8_t, bh * w.nblk * kBlockN * w.dp)
+    SA3H_CARVE(vq, uint8_t, bh * w.nblk * kBlockN * w.dp)
+    SA3H_CARVE(kscale, float, bh * w.nblk)
+    SA3H_CARVE(vscale, float, bh * w.dp)
+    SA3H_CARVE(kmean, float, bh * w.dp)
+    SA3H_CARVE(ksum, float, bh * w.nchunks * w.dp)
+    SA3H_CARVE(vmax, float, bh * w.nchunks * w.dp)
+#undef SA3H_CARVE
+    w.bytes = off;
+    return w;
+}
+
+/* Byte offset of 16-byte chunk `c` of row `r` in a tile of `row_bytes`-long rows under wgmma's
+ * swizzle for that row length: 128-byte rows XOR the chunk with r % 8, 64-byte rows with
+ * (r / 2) % 4 (the address bits 7..9 resp. 7..8 of a pattern-aligned tile). */
+__host__ __device__ static inline int swizzled_offset(int r, int c, int row_bytes) {
+    const int key = row_bytes == 128 ? (r & 7) : ((r >> 1) & 3);
+    return r * row_bytes + ((c ^ key) << 4);
+}
+
+/* Key order inside each 32-key group of a V^T tile: position p holds key key_of_pos(p). It
+ * mirrors how wgmma's 8-bit A fragment built from the QK^T accumulators holds P (a thread
+ * owns keys 2t, 2t+1 of each 8-key column group), so P is never shuffled between threads. */
+__host__ __device__ static inline int v_pos_of_key(int key) {
+    const int hi = key >> 4;
+    int r = key & 15;
+    const int second = r >= 8;
+    if (second) r -= 8;
+    return hi * 16 + 4 * (r >> 1) + (second ? 2 : 0) + (r & 1);
+}
+
+} // namespace sa3h
