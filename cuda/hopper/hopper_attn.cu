@@ -90,13 +90,13 @@ __device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
  * row. Also writes per row scale_q * sm_scale * log2(e) and sm_scale * q.mean(K) (the LSE term
  * that K smoothing removed). Rows past Sq become zeros. */
 template <int DP, typename T>
-__device__ __forceinline__ void load_quantize_q(const sa3_attn_params &p, const float *kmean, int8_t *sq,
+__device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const float *kmean, int8_t *sq,
                                                 float *row_scale, float *row_lse, int64_t b, int64_t hq,
                                                 int64_t q0, int tid) {
     constexpr int PER = DP / 2;
     const int r = tid >> 1, half = tid & 1;
     const int64_t row = q0 + r;
-    const T *src = static_cast<const T *>(p.q) + b * p.q_stride_b + hq * p.q_stride_h + row * p.q_stride_s;
+    const T *src = static_cast<const T *>(p.q) + b * p.q_stride[0] + hq * p.q_stride[1] + row * p.q_stride[2];
     float x[PER];
 #pragma unroll
     for (int i = 0; i < PER / 8; ++i) {
@@ -133,8 +133,8 @@ __device__ __forceinline__ void load_quantize_q(const sa3_attn_params &p, const 
             make_uint4(w[0], w[1], w[2], w[3]);
     }
     if (half == 0) {
-        row_scale[r] = (amax / 127.f) * (p.sm_scale * kLog2e);
-        row_lse[r] = qm * p.sm_scale;
+        row_scale[r] = (amax / 127.f) * (p.scale * kLog2e);
+        row_lse[r] = qm * p.scale;
     }
 }
 
@@ -233,7 +233,7 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
 
 template <int DP, int NS, typename T, bool CAUSAL>
 __global__ void __launch_bounds__(kThreads, 1)
-    attn_kernel(const sa3_attn_params p, const Workspace w, float *lse, int64_t lse_sb, int64_t lse_sh) {
+    attn_kernel(const sa3_problem p, const Workspace w) {
     using L = Smem<DP, NS>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
@@ -362,71 +362,71 @@ __global__ void __launch_bounds__(kThreads, 1)
     l[1] += __shfl_xor_sync(0xffffffffu, l[1], 2);
     const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
     const float *vs = w.vscale + bhk * DP;
-    T *out = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
+    T *out = static_cast<T *>(p.o) + b * p.o_stride[0] + hq * p.o_stride[1];
 #pragma unroll
     for (int g = 0; g < DP / 8; ++g) {
         const int col = 8 * g + 2 * t;
         if (col < p.head_dim) {
             const float v0 = vs[col], v1 = vs[col + 1];
             if (row0 < p.seq_q)
-                *reinterpret_cast<uint32_t *>(out + row0 * p.o_stride_s + col) =
+                *reinterpret_cast<uint32_t *>(out + row0 * p.o_stride[2] + col) =
                     pack2<T>(o[4 * g] * v0 * inv0, o[4 * g + 1] * v1 * inv0);
             if (row1 < p.seq_q)
-                *reinterpret_cast<uint32_t *>(out + row1 * p.o_stride_s + col) =
+                *reinterpret_cast<uint32_t *>(out + row1 * p.o_stride[2] + col) =
                     pack2<T>(o[4 * g + 2] * v0 * inv1, o[4 * g + 3] * v1 * inv1);
         }
     }
-    if (lse != nullptr && t == 0) {
-        float *lrow = lse + b * lse_sb + hq * lse_sh;
+    if (p.lse != nullptr && t == 0) {
+        float *lrow = p.lse + b * p.lse_stride_b + hq * p.lse_stride_h;
         if (row0 < p.seq_q) lrow[row0] = (m[0] + __log2f(l[0]) - kLog2P) * kLn2 + row_lse[cw * 64 + r0];
         if (row1 < p.seq_q) lrow[row1] = (m[1] + __log2f(l[1]) - kLog2P) * kLn2 + row_lse[cw * 64 + r1];
     }
 }
 
 template <int DP, int NS, typename T, bool CAUSAL>
-sa3_status launch_typed(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t lse_sb, int64_t lse_sh,
-                        cudaStream_t stream, char *err, size_t err_len) {
+sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t stream, char *err, size_t err_len) {
     using L = Smem<DP, NS>;
     auto kernel = attn_kernel<DP, NS, T, CAUSAL>;
     /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
     static bool configured[64] = {false};
-    if (p->device < 0 || p->device >= 64 || !configured[p->device]) {
+    if (p->device >= 64 || !configured[p->device]) {
         SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::alloc),
                      "hopper attention smem attribute");
-        if (p->device >= 0 && p->device < 64) configured[p->device] = true;
+        if (p->device < 64) configured[p->device] = true;
     }
     const dim3 grid((unsigned)((p->seq_q + kBlockM - 1) / kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
-    kernel<<<grid, kThreads, L::alloc, stream>>>(*p, *w, lse, lse_sb, lse_sh);
+    kernel<<<grid, kThreads, L::alloc, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("hopper attention launch");
     return SA3_OK;
 }
 
 template <int DP, typename T>
-sa3_status launch_dp(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t sb, int64_t sh,
-                     cudaStream_t s, char *err, size_t n) {
-    constexpr int NS = DP == 128 ? 3 : 4;
-    return p->is_causal ? launch_typed<DP, NS, T, true>(p, w, lse, sb, sh, s, err, n)
-                        : launch_typed<DP, NS, T, false>(p, w, lse, sb, sh, s, err, n);
+sa3_status launch_dp(const sa3_problem *p, const Workspace *w, cudaStream_t s, char *err, size_t n) {
+    constexpr int NS = DP == 128 ? 3 : 4; /* keep in step with attention_smem_bytes */
+    return p->is_causal ? launch_typed<DP, NS, T, true>(p, w, s, err, n) : launch_typed<DP, NS, T, false>(p, w, s, err, n);
 }
 
 template <typename T>
-sa3_status launch_t(const sa3_attn_params *p, const Workspace *w, float *lse, int64_t sb, int64_t sh,
-                    cudaStream_t s, char *err, size_t n) {
-    return w->dp == 64 ? launch_dp<64, T>(p, w, lse, sb, sh, s, err, n)
-                       : launch_dp<128, T>(p, w, lse, sb, sh, s, err, n);
+sa3_status launch_t(const sa3_problem *p, const Workspace *w, cudaStream_t s, char *err, size_t n) {
+    return w->dp == 64 ? launch_dp<64, T>(p, w, s, err, n) : launch_dp<128, T>(p, w, s, err, n);
 }
 
 } // namespace
 
-sa3_status attention_launch(const sa3_attn_params *p, float *lse, int64_t lse_sb, int64_t lse_sh,
-                            cudaStream_t stream, char *err, size_t err_len) {
-    const Workspace w = workspace_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim);
+int attention_smem_bytes(int64_t head_dim) {
+    return padded_head_dim(head_dim) == 64 ? Smem<64, 4>::alloc : Smem<128, 3>::alloc;
+}
+
+sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,
+                            size_t err_len) {
+    const Workspace w = workspace_layout(ctx->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim);
+    const cudaStream_t stream = static_cast<cudaStream_t>(ctx->stream);
     sa3_device_guard guard;
     SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
-    sa3_status s = quant_launch(p, &w, stream, err, err_len);
+    sa3_status s = quant_launch(p, &w, opt->smooth_k, stream, err, err_len);
     if (s != SA3_OK) return s;
-    return p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(p, &w, lse, lse_sb, lse_sh, stream, err, err_len)
-                                      : launch_t<__half>(p, &w, lse, lse_sb, lse_sh, stream, err, err_len);
+    return p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(p, &w, stream, err, err_len)
+                                      : launch_t<__half>(p, &w, stream, err, err_len);
 }
 
 } // namespace sa3h

@@ -8,7 +8,14 @@
 namespace sa3h {
 
 /* Enqueue the K/V pre-pass of p into w on `stream` (hopper_quant.cu). */
-sa3_status quant_launch(const sa3_attn_params *p, const Workspace *w, cudaStream_t stream, char *err,
+sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
                         size_t err_len);
+
+/* Dynamic shared memory the attention kernel asks for at this head dim. */
+int attention_smem_bytes(int64_t head_dim);
+
+/* The whole call: pre-pass, then attention (hopper_attn.cu). */
+sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,
+                            size_t err_len);
 
 } // namespace sa3h

@@ -6,9 +6,9 @@
  * channel (max|V| over all tokens / 448).
  *
  * Two launches, reading the caller's K/V in place (any (b, h, s) strides, unit d stride):
- *   1. stats: per 4096-token chunk, column sums of K and column max|V|.
+ *   1. stats: per chunk of tokens (Workspace::chunk), column sums of K and column max|V|.
  *   2. quant: per 128-key block, mean and V scale from the chunk results (fixed order, so
- *      deterministic), then the block's INT8 K tile and FP8 V^T tile.
+ *      deterministic), then the block's INT8 K tile (one CTA) and FP8 V^T tile (another).
  * The mean and the V scale need every token before any token can be quantized, hence two
  * passes; together they read K and V twice, a fraction of a percent of a long call. */
 #include <cuda_bf16.h>
@@ -34,27 +34,42 @@ __device__ __forceinline__ void load8(const T *src, float (&x)[8]) {
 
 /* grid (B*Hkv, nchunks). Thread (r0, c) covers columns c*8..c*8+7 of rows r0, r0+RPP, ... */
 template <int DP, typename T>
-__global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_attn_params p, const Workspace w) {
+__global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, const Workspace w) {
     constexpr int CPR = DP / 8;
     constexpr int RPP = kThreads / CPR;
     __shared__ float red[RPP][DP + 1];
     const int64_t bh = blockIdx.x;
     const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
     const int c = threadIdx.x % CPR, r0 = threadIdx.x / CPR;
-    const int64_t t0 = (int64_t)blockIdx.y * kStatChunk;
-    const int64_t t1 = min(p.seq_k, t0 + kStatChunk);
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride_b + h * p.v_stride_h;
+    const int64_t t0 = (int64_t)blockIdx.y * w.chunk;
+    const int64_t t1 = min(p.seq_k, t0 + w.chunk);
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1];
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1];
     float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0}, vmx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     if (c * 8 < p.head_dim) {
-        for (int64_t t = t0 + r0; t < t1; t += RPP) {
-            float x[8];
-            load8(kg + t * p.k_stride_s + c * 8, x);
+        /* UNROLL rows in flight per thread: a pass over K and V is bound by outstanding loads. */
+        constexpr int UNROLL = 4;
+        for (int64_t t = t0 + r0; t < t1; t += UNROLL * RPP) {
+            float x[UNROLL][8], y[UNROLL][8];
 #pragma unroll
-            for (int i = 0; i < 8; ++i) sum[i] += x[i];
-            load8(vg + t * p.v_stride_s + c * 8, x);
+            for (int u = 0; u < UNROLL; ++u) {
+                const int64_t tu = t + u * RPP;
+                if (tu < t1) {
+                    load8(kg + tu * p.k_stride[2] + c * 8, x[u]);
+                    load8(vg + tu * p.v_stride[2] + c * 8, y[u]);
+                } else {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) vmx[i] = fmaxf(vmx[i], fabsf(x[i]));
+                    for (int i = 0; i < 8; ++i) x[u][i] = y[u][i] = 0.f;
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    sum[i] += x[u][i];
+                    vmx[i] = fmaxf(vmx[i], fabsf(y[u][i]));
+                }
+            }
         }
     }
     const int64_t out = (bh * w.nchunks + blockIdx.y) * DP;
@@ -77,38 +92,16 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_attn_params p
     }
 }
 
-/* grid (B*Hkv, nblk): one 128-key block per CTA. */
+/* One 128-key block of K: the INT8 tile of K - mean, one scale for the block. */
 template <int DP, typename T>
-__global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_attn_params p, const Workspace w) {
+__device__ __forceinline__ void quant_k_block(const sa3_problem &p, const Workspace &w, int64_t bh, int64_t blk,
+                                              const float *s_mean, float *s_red) {
     constexpr int CPR = DP / 8;                    /* 8-element pieces per row */
     constexpr int PER = kBlockN * CPR / kThreads;  /* pieces per thread */
-    __shared__ float s_mean[DP];
-    __shared__ float s_vinv[DP];
-    __shared__ float s_red[kThreads / 32];
-    __shared__ __align__(16) uint8_t s_vt[DP][kBlockN + 16];
-    const int64_t bh = blockIdx.x, blk = blockIdx.y;
     const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride_b + h * p.v_stride_h;
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1];
     const int tid = threadIdx.x;
     const int64_t tok0 = blk * kBlockN;
-
-    if (tid < DP) {
-        float s = 0.f, m = 0.f;
-        for (int64_t c = 0; c < w.nchunks; ++c) {
-            s += w.ksum[(bh * w.nchunks + c) * DP + tid];
-            m = fmaxf(m, w.vmax[(bh * w.nchunks + c) * DP + tid]);
-        }
-        const float mean = p.smooth_k ? s / (float)p.seq_k : 0.f;
-        s_mean[tid] = mean;
-        s_vinv[tid] = m >= FLT_MIN ? 448.f / m : 0.f; /* subnormal max counts as 0 */
-        if (blk == 0) {
-            w.vscale[bh * DP + tid] = m / 448.f;
-            w.kmean[bh * DP + tid] = mean;
-        }
-    }
-    __syncthreads();
-
     /* K: block amax over all rows and columns, then INT8 (same expressions as the reference). */
     float x[PER][8];
     float amax = 0.f;
@@ -117,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_attn_params p
         const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
         const int64_t t = tok0 + r;
         if (t < p.seq_k && c * 8 < p.head_dim) {
-            load8(kg + t * p.k_stride_s + c * 8, x[i]);
+            load8(kg + t * p.k_stride[2] + c * 8, x[i]);
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
                 x[i][e] -= s_mean[c * 8 + e];
@@ -152,13 +145,25 @@ __global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_attn_params p
             make_uint2(packed[0], packed[1]);
     }
 
+}
+
+/* One 128-key block of V: the FP8 V^T tile, transposed through shared memory. */
+template <int DP, typename T>
+__device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Workspace &w, int64_t bh, int64_t blk,
+                                              const float *s_vinv, uint8_t (*s_vt)[kBlockN + 16]) {
+    constexpr int CPR = DP / 8;
+    constexpr int PER = kBlockN * CPR / kThreads;
+    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
+    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1];
+    const int tid = threadIdx.x;
+    const int64_t tok0 = blk * kBlockN;
     /* V: e4m3 with the per-channel scale, transposed through shared memory into the permuted key order. */
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
         const int64_t t = tok0 + r;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (t < p.seq_k && c * 8 < p.head_dim) load8(vg + t * p.v_stride_s + c * 8, v);
+        if (t < p.seq_k && c * 8 < p.head_dim) load8(vg + t * p.v_stride[2] + c * 8, v);
         const int pos = (r & ~31) + v_pos_of_key(r & 31);
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
@@ -175,29 +180,79 @@ __global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_attn_params p
     }
 }
 
+/* grid (B*Hkv, nblk, 2): z = 0 quantizes a block of K, z = 1 the same block of V (separate
+ * CTAs: more loads in flight than one CTA doing both in turn). */
 template <int DP, typename T>
-sa3_status quant_typed(const sa3_attn_params *p, const Workspace *w, cudaStream_t stream, char *err,
+__global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
+    constexpr int PARTS = kThreads / DP; /* threads reducing one column's chunk results */
+    __shared__ float s_mean[DP];
+    __shared__ float s_vinv[DP];
+    __shared__ float s_part[2][PARTS][DP];
+    __shared__ float s_red[kThreads / 32];
+    __shared__ __align__(16) uint8_t s_vt[DP][kBlockN + 16];
+    const int64_t bh = blockIdx.x;
+    const int tid = threadIdx.x;
+
+    /* Column d's chunk results, split over PARTS threads (loads unrolled: they are independent),
+     * combined in a fixed order: deterministic. */
+    {
+        const int d = tid % DP, part = tid / DP;
+        const float *ks = w.ksum + bh * w.nchunks * DP + d, *vm = w.vmax + bh * w.nchunks * DP + d;
+        float s = 0.f, m = 0.f;
+#pragma unroll 4
+        for (int64_t c = part; c < w.nchunks; c += PARTS) {
+            s += ks[c * DP];
+            m = fmaxf(m, vm[c * DP]);
+        }
+        s_part[0][part][d] = s;
+        s_part[1][part][d] = m;
+    }
+    __syncthreads();
+    if (tid < DP) {
+        float s = 0.f, m = 0.f;
+#pragma unroll
+        for (int i = 0; i < PARTS; ++i) {
+            s += s_part[0][i][tid];
+            m = fmaxf(m, s_part[1][i][tid]);
+        }
+        const float mean = smooth_k ? s / (float)p.seq_k : 0.f;
+        s_mean[tid] = mean;
+        s_vinv[tid] = m >= FLT_MIN ? 448.f / m : 0.f; /* subnormal max counts as 0 */
+        if (blockIdx.y == 0 && blockIdx.z == 0) {
+            w.vscale[bh * DP + tid] = m / 448.f;
+            w.kmean[bh * DP + tid] = mean;
+        }
+    }
+    __syncthreads();
+    if (blockIdx.z == 0) {
+        quant_k_block<DP, T>(p, w, bh, blockIdx.y, s_mean, s_red);
+    } else {
+        quant_v_block<DP, T>(p, w, bh, blockIdx.y, s_vinv, s_vt);
+    }
+}
+template <int DP, typename T>
+sa3_status quant_typed(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
                        size_t err_len) {
     const dim3 grid_stats((unsigned)(p->batch * p->heads_kv), (unsigned)w->nchunks);
     stats_kernel<DP, T><<<grid_stats, kThreads, 0, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("hopper stats launch");
-    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)w->nblk);
-    quant_kernel<DP, T><<<grid_quant, kThreads, 0, stream>>>(*p, *w);
+    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)w->nblk, 2u);
+    quant_kernel<DP, T><<<grid_quant, kThreads, 0, stream>>>(*p, *w, smooth_k);
     SA3_LAUNCH_CHECK("hopper quant launch");
     return SA3_OK;
 }
 
 template <typename T>
-sa3_status quant_dp(const sa3_attn_params *p, const Workspace *w, cudaStream_t s, char *err, size_t n) {
-    return w->dp == 64 ? quant_typed<64, T>(p, w, s, err, n) : quant_typed<128, T>(p, w, s, err, n);
+sa3_status quant_dp(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t s, char *err, size_t n) {
+    return w->dp == 64 ? quant_typed<64, T>(p, w, smooth_k, s, err, n) : quant_typed<128, T>(p, w, smooth_k, s, err, n);
 }
 
 } // namespace
 
-sa3_status quant_launch(const sa3_attn_params *p, const Workspace *w, cudaStream_t stream, char *err,
+sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
                         size_t err_len) {
-    return p->dtype == SA3_DTYPE_BF16 ? quant_dp<__nv_bfloat16>(p, w, stream, err, err_len)
-                                      : quant_dp<__half>(p, w, stream, err, err_len);
+    return p->dtype == SA3_DTYPE_BF16 ? quant_dp<__nv_bfloat16>(p, w, smooth_k, stream, err, err_len)
+                                      : quant_dp<__half>(p, w, smooth_k, stream, err, err_len);
 }
 
 } // namespace sa3h

@@ -10,13 +10,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "sa3_params.h"
+#include "sa3_family.h"
 
 namespace sa3h {
 
 constexpr int kBlockN = 128;    /* keys per KV tile (and per K scale) */
 constexpr int kBlockM = 128;    /* query rows per CTA: two consumer warpgroups of 64 */
-constexpr int kStatChunk = 4096; /* tokens per partial-statistics block of the pre-pass */
+constexpr int kStatChunkMax = 4096; /* tokens per partial-statistics block of the pre-pass, at most */
+constexpr int kStatCtas = 528;      /* enough stats CTAs to keep the memory system busy (4 per SM) */
 
 struct Workspace {
     int8_t *kq;     /* [B*Hkv][nblk][128 keys][DP] INT8 of K - mean(K), swizzled rows        */
@@ -27,7 +28,8 @@ struct Workspace {
     float *ksum;    /* [B*Hkv][nchunks][DP] per-chunk column sums of K                       */
     float *vmax;    /* [B*Hkv][nchunks][DP] per-chunk column max|V|                          */
     int64_t nblk;    /* ceil(Sk / 128) */
-    int64_t nchunks; /* ceil(Sk / 4096) */
+    int64_t chunk;   /* tokens per statistics chunk (a multiple of 128) */
+    int64_t nchunks; /* ceil(Sk / chunk) */
     int dp;          /* padded head dim: 64 or 128 */
     size_t bytes;
 };
@@ -43,7 +45,11 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     const int64_t bh = batch * heads_kv;
     w.dp = padded_head_dim(head_dim);
     w.nblk = (seq_k + kBlockN - 1) / kBlockN;
-    w.nchunks = (seq_k + kStatChunk - 1) / kStatChunk;
+    /* Short sequences get short chunks, so the statistics pass still has kStatCtas CTAs. */
+    const int64_t per_head = bh >= kStatCtas ? 1 : (kStatCtas + bh - 1) / bh;
+    int64_t chunk = ((seq_k + per_head - 1) / per_head + kBlockN - 1) / kBlockN * kBlockN;
+    w.chunk = chunk < kBlockN ? kBlockN : (chunk > kStatChunkMax ? kStatChunkMax : chunk);
+    w.nchunks = (seq_k + w.chunk - 1) / w.chunk;
     size_t off = 0;
     char *b = (char *)base;
 #define SA3H_CARVE(field, type, count)                                 \
