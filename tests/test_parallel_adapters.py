@@ -59,15 +59,17 @@ def test_xdit_backend_contract():
     out, lse = xdit_attn_backend(q, k, v, dropout_p=0.0, is_causal=False, attention_kwargs=None)
     assert out.shape == q.shape and lse.shape == (1, 4, 17) and lse.dtype == torch.float32
     assert (lse.double() - ref_lse(q, k)).abs().max() < 1e-5
-    out_s, lse_s = xdit_attn_backend(q, k, v, 0.0, True, attention_kwargs={"softmax_scale": 0.5, "attn_mask": None})
-    assert (lse_s.double() - ref_lse(q, k, True, 0.5)).abs().max() < 1e-5
+    # sparse backends' metadata (as xDiT's Wan sets "thw") and an unset mask are ignored
+    meta = {"thw": (3, 4, 5), "sp_size": 2, "scale": 1.0, "attn_mask": None}
+    out_s, lse_s = xdit_attn_backend(q, k, v, 0.0, True, attention_kwargs=meta)
+    assert (lse_s.double() - ref_lse(q, k, True)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("kw, exc, match", [
     (dict(dropout_p=0.1), ValueError, "dropout_p"),
     (dict(attention_kwargs={"attn_mask": torch.zeros(17, 17)}), ValueError, "attn_mask"),
     (dict(attention_kwargs={"indices_k": torch.arange(3)}), ValueError, "indices_k"),
-    (dict(attention_kwargs={"scale": float("inf")}), ValueError, "scale"),
+    (dict(attention_kwargs={"cu_seqlens_k": torch.arange(3), "max_seqlen_k": 9}), ValueError, "max_seqlen_k"),
     (dict(attention_kwargs=[1]), TypeError, "attention_kwargs"),
 ])
 def test_xdit_backend_refuses(kw, exc, match):
@@ -110,7 +112,7 @@ def test_adapters_route_through_attention_with_lse(monkeypatch):
     """Both adapters call the one internal entry the lead will route to the kernels."""
     seen = []
 
-    def fake(q, k, v, *, layout, is_causal, sm_scale, heads=None):
+    def fake(q, k, v, *, layout, is_causal, sm_scale=None, heads=None):
         seen.append((layout, is_causal, sm_scale))
         return q, torch.zeros(q.shape[0], q.shape[2] if layout == "NHD" else q.shape[1], 1)
 

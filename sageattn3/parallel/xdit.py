@@ -24,41 +24,37 @@ default on CUDA without flash-attn). The function is also registered under the k
 """
 from __future__ import annotations
 
-import math
-
 from .. import _lse
 
 __all__ = ["xdit_attn_backend", "register_xdit_backend"]
 
-# attention_kwargs keys we read; anything else with a non-None value is refused
-_SCALE_KEYS = ("softmax_scale", "scale")
+# attention_kwargs entries that change a dense backend's result in xDiT (SDPA reads attn_mask;
+# the flash backends pack K/V by indices_k / cu_seqlens_k / max_seqlen_k): refused when set.
+# Everything else in that dict is metadata the sparse backends read (thw, tile_size, sp_size,
+# text_mask, encoder_sequence_length, head-balance state, ...) and that xDiT's dense backends
+# (SDPA_FLASH, CUDNN, FLASH, ...) ignore; so do we. Note "scale" there is diffusers' LoRA scale,
+# not the softmax scale: like xDiT's own backends we always use 1/sqrt(D).
+_MASK_KEYS = ("attn_mask", "indices_k", "cu_seqlens_k", "max_seqlen_k")
 
 
 def xdit_attn_backend(query, key, value, dropout_p=0.0, is_causal=False, attention_kwargs=None):
     """xDiT backend contract -> (out (B, H, S, D) in query's dtype, lse (B, H, S) float32).
 
-    attention_kwargs: None or a dict; a "softmax_scale" (or "scale") entry sets the scale
-    (default 1/sqrt(D), as xDiT's own backends use). Masks and varlen packing ("attn_mask",
-    "indices_k", ...) and anything else we can't honour raise a ValueError naming the key.
+    Softmax scale 1/sqrt(D), as xDiT's backends. A mask or varlen packing in
+    attention_kwargs ("attn_mask", "indices_k", ...) raises a ValueError naming the key;
+    other entries (sparse backends' metadata) are ignored, as xDiT's dense backends do.
     """
     if dropout_p is not None and dropout_p != 0:
         raise ValueError(f"xdit_attn_backend(): dropout_p={dropout_p!r} is not supported (forward-only)")
-    sm_scale = None
-    if attention_kwargs:
+    if attention_kwargs is not None:
         if not isinstance(attention_kwargs, dict):
             raise TypeError(f"xdit_attn_backend(): attention_kwargs must be a dict or None, "
                             f"got {type(attention_kwargs).__name__}")
-        refused = sorted(str(k) for k, val in attention_kwargs.items() if val is not None and k not in _SCALE_KEYS)
+        refused = [k for k in _MASK_KEYS if attention_kwargs.get(k) is not None]
         if refused:
-            raise ValueError(f"xdit_attn_backend(): attention_kwargs {refused} are not supported by sageattn3 "
-                             "(masks, varlen packing and sparse attention need another backend)")
-        for k in _SCALE_KEYS:
-            if attention_kwargs.get(k) is not None:
-                sm_scale = attention_kwargs[k]
-                if isinstance(sm_scale, bool) or not isinstance(sm_scale, (int, float)) or not math.isfinite(sm_scale):
-                    raise ValueError(f"xdit_attn_backend(): attention_kwargs[{k!r}] must be a finite number, "
-                                     f"got {sm_scale!r}")
-    return _lse.attention_with_lse(query, key, value, layout="HND", is_causal=bool(is_causal), sm_scale=sm_scale)
+            raise ValueError(f"xdit_attn_backend(): attention_kwargs {refused} (attention masks / varlen "
+                             "packing) are not supported by sageattn3; use an xDiT backend that takes them")
+    return _lse.attention_with_lse(query, key, value, layout="HND", is_causal=bool(is_causal))
 
 
 def register_xdit_backend(slot: str = "SDPA_FLASH", *, registry=None, backend_type=None):
