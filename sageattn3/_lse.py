@@ -22,7 +22,10 @@ ring step is one call on its own K/V chunk, nothing is cached across calls.
         aten._scaled_dot_product_efficient_attention(compute_log_sumexp=True) (any float
         dtype, top-left causal; lse padded to a multiple of 32 rows, sliced here; no GQA:
         MQA K/V become stride-0 views, other GQA ratios are repeated like SDPA's math path).
-Both torch 2.11 and 2.13 have these signatures and conventions. Where an op is missing or
+Checked on torch 2.13: the CPU op by running it (tests/test_lse_sdpa.py), the CUDA ops from
+torch's meta registrations (shapes, padding) and FlashAttention's conventions; the schemas
+are unchanged since torch 2.2, so 2.11 has the same (not run here on 2.11, nor on a GPU:
+tests/test_gpu_lse.py checks the CUDA conventions on the device). Where an op is missing or
 refuses a call (head dim, arch), an exact chunked computation in fp32 serves it with
 memory bounded by CHUNK_SCORES score elements per call.
 """
