@@ -3,7 +3,10 @@
  *
  *   reference_attention(q, k, v, *, mode="int8-fp16", is_causal=False, sm_scale=None,
  *                       smooth_k=True, per_block_mean=False, q_block=32, k_block=64,
- *                       pv_dtype="bf16", layout="HND") -> float32 ndarray (q's layout)
+ *                       pv_dtype="bf16", layout="HND", granularity="block",
+ *                       return_lse=False) -> float32 ndarray (q's layout)
+ *       return_lse=True: (out, lse), lse a C-contiguous float32 (B, Hq, Sq) ndarray in every
+ *       layout, natural log (step 8 of the spec in sa3_reference.c).
  *   convert(array, kind) -> float32 ndarray   (kind: e4m3, e2m1, bf16, f16, int8)
  *
  * Inputs are only read: they are cast (NumPy, RNE for float64) and packed into private
@@ -337,9 +340,12 @@ static int parse_layout(const char *s, int *nhd) {
 
 PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"q", "k", "v", "mode", "is_causal", "sm_scale", "smooth_k", "per_block_mean",
-                             "q_block", "k_block", "pv_dtype", "layout", "granularity", NULL};
+                             "q_block", "k_block", "pv_dtype", "layout", "granularity", "return_lse", NULL};
     PyObject *qo, *ko, *vo, *causal_o = Py_False, *scale_o = Py_None, *smooth_o = Py_True, *pbm_o = Py_False;
     PyObject *qblk_o = NULL, *kblk_o = NULL, *mode_o = NULL, *pv_o = NULL, *layout_o = NULL, *gran_o = NULL;
+    PyObject *lse_o = Py_False;
+    int want_lse = 0;
+    PyArrayObject *lse = NULL;
     const char *mode_s = "int8-fp16", *pv_s = "bf16", *layout_s = "HND", *gran_s = "block";
     ref_input in[3];
     sa3_ref_params p;
@@ -356,9 +362,9 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     memset(&p, 0, sizeof p);
     p.q_block = 32;
     p.k_block = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OOOOOOOOOO:reference_attention", kwlist, &qo, &ko, &vo,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OOOOOOOOOOO:reference_attention", kwlist, &qo, &ko, &vo,
                                      &mode_o, &causal_o, &scale_o, &smooth_o, &pbm_o, &qblk_o, &kblk_o, &pv_o,
-                                     &layout_o, &gran_o)) {
+                                     &layout_o, &gran_o, &lse_o)) {
         return NULL;
     }
     /* granularity: "block" (q_block/k_block rows per scale) or "mma" (the mma kernel's
@@ -381,7 +387,7 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     }
     if (parse_mode(mode_s, &p.mode) < 0 || parse_pv_dtype(pv_s, &p.pv_dtype) < 0 || parse_layout(layout_s, &nhd) < 0 ||
         parse_flag(causal_o, "is_causal", &p.is_causal) < 0 || parse_flag(smooth_o, "smooth_k", &p.smooth_k) < 0 ||
-        parse_flag(pbm_o, "per_block_mean", &p.per_block_mean) < 0 ||
+        parse_flag(pbm_o, "per_block_mean", &p.per_block_mean) < 0 || parse_flag(lse_o, "return_lse", &want_lse) < 0 ||
         (qblk_o != NULL && parse_block(qblk_o, "q_block", &p.q_block) < 0) ||
         (kblk_o != NULL && parse_block(kblk_o, "k_block", &p.k_block) < 0)) {
         return NULL;
@@ -450,6 +456,17 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     if (out == NULL) {
         goto fail;
     }
+    if (want_lse) {
+        npy_intp lse_dims[3];
+        lse_dims[0] = (npy_intp)p.batch;
+        lse_dims[1] = (npy_intp)p.heads_q;
+        lse_dims[2] = (npy_intp)p.seq_q;
+        lse = (PyArrayObject *)PyArray_SimpleNew(3, lse_dims, NPY_FLOAT32);
+        if (lse == NULL) {
+            goto fail;
+        }
+        p.lse = (float *)PyArray_DATA(lse); /* fresh, C-contiguous: (B, Hq, Sq) in every layout */
+    }
     bufs[0] = (float *)malloc((size_t)q_count * sizeof(float));
     bufs[1] = (float *)malloc((size_t)kv_count * sizeof(float));
     bufs[2] = (float *)malloc((size_t)kv_count * sizeof(float));
@@ -494,6 +511,12 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     for (i = 0; i < 3; ++i) {
         Py_XDECREF(in[i].f32);
     }
+    if (lse != NULL) {
+        PyObject *pair = PyTuple_Pack(2, (PyObject *)out, (PyObject *)lse);
+        Py_DECREF(out);
+        Py_DECREF(lse);
+        return pair;
+    }
     return (PyObject *)out;
 
 fail:
@@ -504,6 +527,7 @@ fail:
         Py_XDECREF(in[i].f32);
     }
     Py_XDECREF(out);
+    Py_XDECREF(lse);
     return NULL;
 }
 

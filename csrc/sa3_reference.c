@@ -44,6 +44,14 @@
  *               vinv = vamax >= FLT_MIN ? 448/vamax : 0; vq = e4m3(V * vinv); pq = e4m3(p * 448);
  *               at the end O[d] *= (vamax[d] / 448) / 448.
  * 7. out = O / l (fp32 division); a row with l == 0 is written as zeros.
+ * 8. LSE (only when p->lse is set): lse = (m + log2f(l)) * ln(2) + corr, natural log, fp32,
+ *    where m and l are the row's final running max and sum above (so it is the LSE of the
+ *    scores this mode computes: quantized, of the smoothed K) and corr = sm_scale *
+ *    dot(Q[i], km) (fp32, d order, the raw Q row) with smooth_k, else 0: K smoothing
+ *    shifted every score of the row by exactly that, so adding it back gives the LSE of
+ *    the unsmoothed scores up to quantization error, which is what a ring merge of chunks
+ *    with different K means needs. A row with l == 0 gets -inf (no visible key: a merge
+ *    then gives it weight 0).
  */
 #include "sa3_reference.h"
 #include "sa3_numerics.h"
@@ -54,6 +62,7 @@
 #include <string.h>
 
 #define SA3_LOG2E 1.4426950408889634f
+#define SA3_LN2 0.6931471805599453f
 #define NVFP4_GROUP 16
 #define NVFP4_SECOND_LEVEL (SA3_E2M1_MAX * SA3_E4M3_MAX) /* 2688: the largest code times the largest scale */
 
@@ -278,6 +287,7 @@ static void nvfp4_cols(const float *x, int64_t rows, int64_t D, float g, float *
 typedef struct ref_ws {
     /* per (b, hk) */
     float *ks;     /* (Sk, D) smoothed K (or a copy of K) */
+    float *km;     /* (D) K's channel mean (smooth_k; read for the LSE only) */
     int8_t *kq;    /* (Sk, D) INT8 codes */
     float *kscale; /* (nkb) INT8 scales */
     float *kc;     /* (Sk, D) NVFP4 codes */
@@ -300,6 +310,7 @@ typedef struct ref_ws {
 
 static void ws_free(ref_ws *w) {
     free(w->ks);
+    free(w->km);
     free(w->kq);
     free(w->kscale);
     free(w->kc);
@@ -339,6 +350,7 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
         return SA3_ERR_OVERFLOW;
     }
     w->ks = (float *)alloc_array(skd, sizeof(float), &st);
+    w->km = (float *)alloc_array(D, sizeof(float), &st);
     w->qs = (float *)alloc_array(sqd, sizeof(float), &st);
     w->qm = (float *)alloc_array(qmd, sizeof(float), &st);
     if (p->mode != SA3_REF_EXACT) {
@@ -383,7 +395,7 @@ typedef struct row_ctx {
 static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const float *k, const float *v) {
     int64_t D = p->head_dim, Sk = p->seq_k, n = Sk * D, i, s, d;
     if (p->smooth_k) {
-        subtract_block_means(k, Sk, D, Sk, w->ks, NULL, w->scratch);
+        subtract_block_means(k, Sk, D, Sk, w->ks, w->km, w->scratch);
     } else {
         memcpy(w->ks, k, (size_t)n * sizeof(float));
     }
@@ -583,8 +595,26 @@ static void block_pv(const sa3_ref_params *p, ref_ws *w, const float *v_raw, int
     }
 }
 
+/* Step 8 of the spec: the row's natural-log LSE from its final running max m and sum l. */
+static float row_lse(const sa3_ref_params *p, const ref_ws *w, const float *q_raw, int64_t i, float m, float l) {
+    float corr = 0.0f, lse;
+    int64_t d;
+    if (l == 0.0f) {
+        return -INFINITY;
+    }
+    if (p->smooth_k) {
+        const float *qi = q_raw + i * p->head_dim;
+        for (d = 0; d < p->head_dim; ++d) {
+            corr += qi[d] * w->km[d];
+        }
+        corr *= p->sm_scale;
+    }
+    lse = (m + log2f(l)) * SA3_LN2;
+    return lse + corr;
+}
+
 static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, const float *q_raw,
-                       const float *v_raw, int64_t i, float *out) {
+                       const float *v_raw, int64_t i, float *out, float *lse_out) {
     int64_t D = p->head_dim, Sk = p->seq_k, kblk = p->k_block, kb0, jj, d;
     int64_t kend = p->is_causal ? min_i64(i + 1, Sk) : Sk;
     float m = -INFINITY, l = 0.0f;
@@ -619,6 +649,9 @@ static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, con
             o[d] = o[d] * alpha + w->blk[d] * gp;
         }
         m = m_new;
+    }
+    if (lse_out != NULL) {
+        *lse_out = row_lse(p, w, q_raw, i, m, l);
     }
     if (l == 0.0f) {
         for (d = 0; d < D; ++d) {
@@ -715,13 +748,14 @@ sa3_status sa3_reference_attention(const sa3_ref_params *p) {
             const float *k = p->k + ((b * p->heads_kv + hk) * Sk) * D;
             const float *v = p->v + ((b * p->heads_kv + hk) * Sk) * D;
             float *o = p->o + ((b * p->heads_q + hq) * Sq) * D;
+            float *lse = p->lse != NULL ? p->lse + (b * p->heads_q + hq) * Sq : NULL;
             if (hk != hk_prev) {
                 prepare_kv(p, &w, &c, k, v); /* shared by the `group` query heads of hk */
                 hk_prev = hk;
             }
             prepare_q(p, &w, &c, q);
             for (i = 0; i < Sq; ++i) {
-                attend_row(p, &w, &c, q, v, i, o + i * D);
+                attend_row(p, &w, &c, q, v, i, o + i * D, lse != NULL ? lse + i : NULL);
             }
         }
     }

@@ -37,6 +37,11 @@ typedef struct sa3_ref_params {
      * i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j shares one with
      * the 16 keys of its 64-key block having the same (j%8)/2 (group (j/64)*4 + (j%8)/2). */
     int mma_groups;
+    /* Optional (B, Hq, Sq) contiguous fp32 output, NULL when not wanted: the natural-log
+     * log-sum-exp of each row's scores sm_scale * q.k over its visible keys, as the scores
+     * of this mode compute them (quantized, K smoothed), with sm_scale * q.mean(K) added back
+     * so it estimates the LSE of the unsmoothed scores; -inf for a row with no visible key. */
+    float *lse;
 } sa3_ref_params;
 
 /* Computes o for every (b, hq, row); the exact quantization scheme of each mode is

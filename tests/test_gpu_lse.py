@@ -1,0 +1,115 @@
+"""GPU checks of the LSE path that CI (no GPU) cannot run: torch's CUDA LSE ops as
+sdpa_with_lse uses them (natural log, (B, H, Sq), top-left causal for Sq != Sk, GQA), a ring
+simulated on one GPU (K/V in 2..8 uneven chunks through attention_with_lse, merged), and
+CUDA graph capture. Bounds as tests/test_lse_sdpa.py; references in float64 on the GPU."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sageattn3 import _lse  # noqa: E402
+from sageattn3.parallel import merge_attention  # noqa: E402
+
+pytestmark = pytest.mark.gpu
+OUT_TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # fp32: TF32-free ops, loose
+
+
+def ref64(qh, kh, vh, causal, scale=None):
+    q, k, v = (t.double() for t in (qh, kh, vh))
+    g = q.shape[1] // k.shape[1]
+    k, v = k.repeat_interleave(g, 1), v.repeat_interleave(g, 1)
+    s = q @ k.transpose(-1, -2) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
+    if causal:
+        sq, sk = s.shape[-2:]
+        s = s.masked_fill(torch.ones(sq, sk, dtype=torch.bool, device=s.device).tril().logical_not(), -math.inf)
+    return torch.softmax(s, -1) @ v, torch.logsumexp(s, -1)
+
+
+def rand(gen, *shape, dtype, offset=0.0):
+    x = torch.randn(*shape, generator=gen, device="cuda")
+    if offset:
+        x = x + offset * torch.randn(*shape[:-2], 1, shape[-1], generator=gen, device="cuda")
+    return x.to(dtype)
+
+
+CASES = [
+    # (B, Hq, Hkv, Sq, Sk, D, causal, path expected for bf16: which op serves it)
+    (2, 8, 8, 257, 257, 128, True, "cuda_flash"),
+    (1, 8, 2, 301, 517, 64, False, "cuda_flash"),      # GQA, native in flash
+    (1, 8, 1, 517, 301, 128, True, "cuda_efficient"),  # causal Sq != Sk: flash is bottom-right
+    (1, 4, 2, 129, 1000, 128, True, "cuda_efficient"),
+    (1, 4, 4, 77, 77, 40, False, None),                # head dim 40: whichever op takes it
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("layout", ["HND", "NHD"])
+def test_cuda_sdpa_with_lse_matches_float64(case, dtype, layout):
+    B, Hq, Hkv, Sq, Sk, D, causal, _ = case
+    gen = torch.Generator(device="cuda").manual_seed(Sq * 1000 + Sk)
+    qh, kh, vh = rand(gen, B, Hq, Sq, D, dtype=dtype), rand(gen, B, Hkv, Sk, D, dtype=dtype, offset=3.0), \
+        rand(gen, B, Hkv, Sk, D, dtype=dtype)
+    args = (qh, kh, vh) if layout == "HND" else tuple(t.transpose(1, 2).contiguous() for t in (qh, kh, vh))
+    out, lse = _lse.sdpa_with_lse(*args, layout=layout, is_causal=causal)
+    out = out if layout == "HND" else out.transpose(1, 2)
+    ref_o, ref_l = ref64(qh, kh, vh, causal)
+    assert lse.shape == (B, Hq, Sq) and lse.dtype == torch.float32 and lse.is_contiguous()
+    assert out.dtype == dtype and out.shape == qh.shape
+    lerr = (lse.double() - ref_l).abs()
+    assert (lerr <= 1e-3 * (1 + ref_l.abs())).all(), f"lse max err {lerr.max().item():.2e} (log2 vs ln? padding?)"
+    oerr = ((out.double() - ref_o).abs().max() / ref_o.abs().max()).item()
+    assert oerr <= OUT_TOL[dtype], f"out rel err {oerr:.2e} (causal alignment?)"
+
+
+def test_standard_shapes_use_torch_ops_not_the_chunked_fallback():
+    _lse._refused.clear()
+    for case in CASES[:4]:
+        B, Hq, Hkv, Sq, Sk, D, causal, _ = case
+        q = torch.randn(B, Hq, Sq, D, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(B, Hkv, Sk, D, device="cuda", dtype=torch.bfloat16)
+        _lse.sdpa_with_lse(q, k, k, is_causal=causal)
+    assert not _lse._refused, _lse._refused
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5, 8])
+def test_ring_simulated_on_one_gpu(parts):
+    gen = torch.Generator(device="cuda").manual_seed(parts)
+    S, H, D = 4099, 8, 128
+    q, k, v = (rand(gen, 1, S, H, D, dtype=torch.bfloat16) for _ in range(3))
+    weights = [1 + (i * 37 % 5) / 4 for i in range(parts)]
+    cuts = [0] + [round(S * sum(weights[:i + 1]) / sum(weights)) for i in range(parts)]
+    acc = None
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD")
+        acc = (o, l) if acc is None else merge_attention(*acc, o, l, layout="NHD")
+    ref_o, ref_l = ref64(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), False)
+    assert (acc[1].double() - ref_l).abs().max() <= 1e-3 * (1 + ref_l.abs().max())
+    assert (acc[0].transpose(1, 2).double() - ref_o).abs().max() <= 1.6e-2 * ref_o.abs().max()
+
+
+def test_cuda_graph_capture_of_attention_with_lse_and_merge():
+    q, k, v = (torch.randn(1, 1024, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    k1, v1, k2, v2 = k[:, :400].contiguous(), v[:, :400].contiguous(), k[:, 400:].contiguous(), v[:, 400:].contiguous()
+
+    def step():
+        a = _lse.attention_with_lse(q, k1, v1, layout="NHD")
+        b = _lse.attention_with_lse(q, k2, v2, layout="NHD")
+        return merge_attention(*a, *b, layout="NHD")
+
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        step()  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = step()
+    q.copy_(torch.randn_like(q))
+    graph.replay()
+    torch.cuda.synchronize()
+    want_o, want_l = step()
+    assert torch.allclose(out, want_o, atol=1e-5) and torch.allclose(lse, want_l, atol=1e-5)
