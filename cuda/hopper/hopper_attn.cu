@@ -20,6 +20,7 @@
 
 #include <type_traits>
 
+
 #include "hopper_launch.cuh"
 #include "hopper_sm90.cuh"
 #include "hopper_workspace.cuh"
@@ -309,6 +310,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     float ot[DP / 2];
     uint32_t pa[4][4];
 
+    /* Ping-pong: the consumers take turns issuing their GEMMs (named barriers 3 and 4), so one's
+     * softmax runs under the other's tensor work instead of both contending at once. Causal calls
+     * skip it: their diagonal tiles take the slower masked softmax and the turns then stall. */
+    constexpr bool kPingPong = !CAUSAL;
+    if (kPingPong && cw == 1) named_barrier_arrive(3, 256); /* consumer 0 issues its GEMMs first */
     mbar_wait(&full_k[0], 0);
     issue_qk<DP>(s, dq, smem_desc(sk, DP));
     float ks = kscale[0];
@@ -331,12 +337,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
             softmax_tile<false, CAUSAL>(s, qs0 * ks, qs1 * ks, m, l, alpha, pa, key0, row0, row1, p.seq_k, t);
         }
+        if constexpr (kPingPong) named_barrier_sync(3 + cw, 256); /* my turn: the other consumer issued */
         mbar_wait(&full_v[st], ph);
         issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
         const int st1 = (j + 1) % NS;
         if constexpr (MORE) {
             mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
+        }
+        /* The other consumer's turn; consumer 1 gave consumer 0 the first turn, so it skips its last. */
+        if constexpr (kPingPong) {
+            if (MORE || cw == 0) named_barrier_arrive(4 - cw, 256);
+        }
+        if constexpr (MORE) {
             wgmma_wait<1>();
         } else {
             wgmma_wait<0>();

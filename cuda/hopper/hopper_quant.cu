@@ -50,24 +50,23 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, co
         /* UNROLL rows in flight per thread: a pass over K and V is bound by outstanding loads. */
         constexpr int UNROLL = 4;
         for (int64_t t = t0 + r0; t < t1; t += UNROLL * RPP) {
-            float x[UNROLL][8], y[UNROLL][8];
+            uint4 rk[UNROLL], rv[UNROLL]; /* raw rows: converted only when added, to keep registers low */
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
                 const int64_t tu = t + u * RPP;
+                rk[u] = rv[u] = make_uint4(0u, 0u, 0u, 0u);
                 if (tu < t1) {
-                    load8(kg + tu * p.k_stride[2] + c * 8, x[u]);
-                    load8(vg + tu * p.v_stride[2] + c * 8, y[u]);
-                } else {
-#pragma unroll
-                    for (int i = 0; i < 8; ++i) x[u][i] = y[u][i] = 0.f;
+                    rk[u] = *reinterpret_cast<const uint4 *>(kg + tu * p.k_stride[2] + c * 8);
+                    rv[u] = *reinterpret_cast<const uint4 *>(vg + tu * p.v_stride[2] + c * 8);
                 }
             }
 #pragma unroll
             for (int u = 0; u < UNROLL; ++u) {
+                const T *hk = reinterpret_cast<const T *>(&rk[u]), *hv = reinterpret_cast<const T *>(&rv[u]);
 #pragma unroll
                 for (int i = 0; i < 8; ++i) {
-                    sum[i] += x[u][i];
-                    vmx[i] = fmaxf(vmx[i], fabsf(y[u][i]));
+                    sum[i] += static_cast<float>(hk[i]);
+                    vmx[i] = fmaxf(vmx[i], fabsf(static_cast<float>(hv[i])));
                 }
             }
         }
@@ -147,36 +146,66 @@ __device__ __forceinline__ void quant_k_block(const sa3_problem &p, const Worksp
 
 }
 
-/* One 128-key block of V: the FP8 V^T tile, transposed through shared memory. */
+/* Byte j of each of a, b, c, d into word j: a 4x4 byte transpose. */
+__device__ __forceinline__ void transpose4x4(uint32_t a, uint32_t b, uint32_t c, uint32_t d, uint32_t (&t)[4]) {
+    const uint32_t x0 = __byte_perm(a, b, 0x5140), x1 = __byte_perm(a, b, 0x7362);
+    const uint32_t y0 = __byte_perm(c, d, 0x5140), y1 = __byte_perm(c, d, 0x7362);
+    t[0] = __byte_perm(x0, y0, 0x5410);
+    t[1] = __byte_perm(x0, y0, 0x7632);
+    t[2] = __byte_perm(x1, y1, 0x5410);
+    t[3] = __byte_perm(x1, y1, 0x7632);
+}
+
+/* One 128-key block of V: the FP8 V^T tile. Rows go to shared memory as e4m3 in key-major
+ * order (8-byte stores), then each thread reads 4 channels of 16 keys as words (a warp reads
+ * whole rows: no bank conflicts) and transposes them in registers into 4 output chunks. */
 template <int DP, typename T>
 __device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Workspace &w, int64_t bh, int64_t blk,
-                                              const float *s_vinv, uint8_t (*s_vt)[kBlockN + 16]) {
+                                              const float *s_vinv, uint8_t (*s_v8)[DP]) {
     constexpr int CPR = DP / 8;
     constexpr int PER = kBlockN * CPR / kThreads;
     const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
     const T *vg = static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1];
     const int tid = threadIdx.x;
     const int64_t tok0 = blk * kBlockN;
-    /* V: e4m3 with the per-channel scale, transposed through shared memory into the permuted key order. */
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
         const int64_t t = tok0 + r;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         if (t < p.seq_k && c * 8 < p.head_dim) load8(vg + t * p.v_stride[2] + c * 8, v);
-        const int pos = (r & ~31) + v_pos_of_key(r & 31);
+        uint32_t packed[2] = {0u, 0u};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
             __nv_fp8_e4m3 q(v[e] * s_vinv[c * 8 + e]); /* cvt.rn.satfinite: RNE, clamp to +-448 */
-            s_vt[c * 8 + e][pos] = *reinterpret_cast<uint8_t *>(&q);
+            packed[e / 4] |= (uint32_t)(*reinterpret_cast<uint8_t *>(&q)) << (8 * (e % 4));
         }
+        *reinterpret_cast<uint2 *>(&s_v8[r][c * 8]) = make_uint2(packed[0], packed[1]);
     }
     __syncthreads();
+    /* Task (channel group g of 4, position chunk pc of 16): DP/4 * 8 tasks. */
     uint8_t *vtile = w.vq + (bh * w.nblk + blk) * (int64_t)(kBlockN * DP);
-    for (int i = tid; i < DP * (kBlockN / 16); i += kThreads) {
-        const int d = i / (kBlockN / 16), c = i % (kBlockN / 16);
-        *reinterpret_cast<uint4 *>(vtile + swizzled_offset(d, c, kBlockN)) =
-            *reinterpret_cast<const uint4 *>(&s_vt[d][c * 16]);
+    for (int task = tid; task < (DP / 4) * (kBlockN / 16); task += kThreads) {
+        const int g = task % (DP / 4), pc = task / (DP / 4);
+        uint32_t word[16];
+#pragma unroll
+        for (int i = 0; i < 16; ++i) {
+            const int pos = pc * 16 + i;
+            const int key = (pos & ~31) + v_key_of_pos(pos & 31);
+            word[i] = *reinterpret_cast<const uint32_t *>(&s_v8[key][g * 4]);
+        }
+        uint32_t out[4][4]; /* out[j] = the 16 bytes of channel 4g+j */
+#pragma unroll
+        for (int qd = 0; qd < 4; ++qd) {
+            uint32_t t4[4];
+            transpose4x4(word[4 * qd], word[4 * qd + 1], word[4 * qd + 2], word[4 * qd + 3], t4);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) out[j][qd] = t4[j];
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            *reinterpret_cast<uint4 *>(vtile + swizzled_offset(g * 4 + j, pc, kBlockN)) =
+                make_uint4(out[j][0], out[j][1], out[j][2], out[j][3]);
     }
 }
 
@@ -185,49 +214,43 @@ __device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Worksp
 template <int DP, typename T>
 __global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
     constexpr int PARTS = kThreads / DP; /* threads reducing one column's chunk results */
-    __shared__ float s_mean[DP];
-    __shared__ float s_vinv[DP];
-    __shared__ float s_part[2][PARTS][DP];
+    __shared__ float s_col[DP];  /* K: the mean; V: 448 / max|V| */
+    __shared__ float s_part[PARTS][DP];
     __shared__ float s_red[kThreads / 32];
-    __shared__ __align__(16) uint8_t s_vt[DP][kBlockN + 16];
+    __shared__ __align__(16) uint8_t s_v8[kBlockN][DP];
     const int64_t bh = blockIdx.x;
     const int tid = threadIdx.x;
+    const bool is_v = blockIdx.z == 1;
 
-    /* Column d's chunk results, split over PARTS threads (loads unrolled: they are independent),
-     * combined in a fixed order: deterministic. */
+    /* Column d's chunk results (K sums or V maxima), split over PARTS threads with independent
+     * loads, combined in a fixed order: deterministic. */
     {
         const int d = tid % DP, part = tid / DP;
-        const float *ks = w.ksum + bh * w.nchunks * DP + d, *vm = w.vmax + bh * w.nchunks * DP + d;
-        float s = 0.f, m = 0.f;
+        const float *src = (is_v ? w.vmax : w.ksum) + bh * w.nchunks * DP + d;
+        float acc = 0.f;
 #pragma unroll 4
-        for (int64_t c = part; c < w.nchunks; c += PARTS) {
-            s += ks[c * DP];
-            m = fmaxf(m, vm[c * DP]);
-        }
-        s_part[0][part][d] = s;
-        s_part[1][part][d] = m;
+        for (int64_t c = part; c < w.nchunks; c += PARTS) acc = is_v ? fmaxf(acc, src[c * DP]) : acc + src[c * DP];
+        s_part[part][d] = acc;
     }
     __syncthreads();
     if (tid < DP) {
-        float s = 0.f, m = 0.f;
+        float acc = 0.f;
 #pragma unroll
-        for (int i = 0; i < PARTS; ++i) {
-            s += s_part[0][i][tid];
-            m = fmaxf(m, s_part[1][i][tid]);
-        }
-        const float mean = smooth_k ? s / (float)p.seq_k : 0.f;
-        s_mean[tid] = mean;
-        s_vinv[tid] = m >= FLT_MIN ? 448.f / m : 0.f; /* subnormal max counts as 0 */
-        if (blockIdx.y == 0 && blockIdx.z == 0) {
-            w.vscale[bh * DP + tid] = m / 448.f;
-            w.kmean[bh * DP + tid] = mean;
+        for (int i = 0; i < PARTS; ++i) acc = is_v ? fmaxf(acc, s_part[i][tid]) : acc + s_part[i][tid];
+        if (is_v) {
+            s_col[tid] = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
+            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = acc / 448.f;
+        } else {
+            const float mean = smooth_k ? acc / (float)p.seq_k : 0.f;
+            s_col[tid] = mean;
+            if (blockIdx.y == 0) w.kmean[bh * DP + tid] = mean;
         }
     }
     __syncthreads();
-    if (blockIdx.z == 0) {
-        quant_k_block<DP, T>(p, w, bh, blockIdx.y, s_mean, s_red);
+    if (is_v) {
+        quant_v_block<DP, T>(p, w, bh, blockIdx.y, s_col, s_v8);
     } else {
-        quant_v_block<DP, T>(p, w, bh, blockIdx.y, s_vinv, s_vt);
+        quant_k_block<DP, T>(p, w, bh, blockIdx.y, s_col, s_red);
     }
 }
 template <int DP, typename T>

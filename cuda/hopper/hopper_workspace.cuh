@@ -75,15 +75,13 @@ __host__ __device__ static inline int swizzled_offset(int r, int c, int row_byte
     return r * row_bytes + ((c ^ key) << 4);
 }
 
-/* Key order inside each 32-key group of a V^T tile: position p holds key key_of_pos(p). It
+
+/* Key order inside each 32-key group of a V^T tile: position p holds key v_key_of_pos(p). It
  * mirrors how wgmma's 8-bit A fragment built from the QK^T accumulators holds P (a thread
  * owns keys 2t, 2t+1 of each 8-key column group), so P is never shuffled between threads. */
-__host__ __device__ static inline int v_pos_of_key(int key) {
-    const int hi = key >> 4;
-    int r = key & 15;
-    const int second = r >= 8;
-    if (second) r -= 8;
-    return hi * 16 + 4 * (r >> 1) + (second ? 2 : 0) + (r & 1);
+__host__ __device__ static inline int v_key_of_pos(int pos) {
+    const int hi = pos >> 4, t = (pos & 15) >> 2, i = pos & 3;
+    return hi * 16 + (i < 2 ? 2 * t + i : 8 + 2 * t + (i - 2));
 }
 
 } // namespace sa3h
