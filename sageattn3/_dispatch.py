@@ -192,7 +192,7 @@ def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask
     out = out.transpose(1, 2)
     if layout == "NHD":
         return out
-    return out.reshape(out.shape[0], out.shape[1], -1)
+    return out.flatten(2)
 
 
 def out_shape(q, k, v, layout: str, heads: Optional[int]):
