@@ -128,9 +128,9 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
     """Which path serves which case on this device, and why: generated from the policy tables
     (sageattn3/_policy.py) that the dispatcher walks, so the two cannot disagree."""
     sdpa = "SDPA"  # torch.nn.functional.scaled_dot_product_attention
-    min_scores = _policy.MIN_SCORES_PER_HEAD
-    side = int(min_scores ** 0.5)
     arch = dev.get("sm_arch")
+    min_scores = _policy.min_scores("auto", arch if isinstance(arch, int) else 0)
+    side = int(min_scores ** 0.5)
     fams = list(dev.get("families") or [])
     routes: List[Dict[str, str]] = []
 
@@ -154,7 +154,7 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
             f"Rebuild with SAGEATTN3_CUDA_ARCHS including {arch} (needs sm80 or newer).")
         return routes
     served = (f"bf16/fp16 CUDA tensors, HND (B,H,S,D) / NHD (B,S,H,D) / NHD_FLAT (B,S,H*D), what the family's "
-              f"supports() takes (mma: {HEAD_DIM_RULE}), GQA/MQA, causal or not, no mask, no grad")
+              f"supports() takes (mma: {HEAD_DIM_RULE}; hopper: head dims up to 128, multiples of 8), GQA/MQA, causal or not, no mask, no grad")
     order = _policy.auto_order(arch)
     if order[0] == "sdpa":
         add(f"default call (kernel='auto'): {served}", sdpa,

@@ -13,25 +13,32 @@ from typing import Dict, Tuple
 # Every kernel family the policy knows, in the order the kernel= choices and the node list
 # them. A family missing from a build (not compiled, or no compiled arch runs on this GPU)
 # makes its calls fall back with the reason "arch".
-FAMILIES: Tuple[str, ...] = ("mma",)
+FAMILIES: Tuple[str, ...] = ("hopper", "mma")
 
 # kernel="auto": the families to ask, in order, per device arch (10*major + minor); the first
 # whose supports() says yes serves the call. "sdpa" ends the list: SDPA is faster than
 # anything after it. Archs not listed use DEFAULT_ORDER.
 AUTO_ORDER: Dict[int, Tuple[str, ...]] = {
-    # H100/H200: cuDNN SDPA is faster than the mma kernel at every measured shape.
-    90: ("sdpa",),
+    # H100/H200: the wgmma kernel where it serves (D <= 128); otherwise cuDNN SDPA, which is
+    # faster than the mma kernel at every measured shape there.
+    90: ("hopper", "sdpa"),
 }
 DEFAULT_ORDER: Tuple[str, ...] = ("mma",)
 
 # kernel="auto": a call with fewer score elements per (batch, head) than this goes to SDPA
-# (launch and quantization overhead dominate there).
+# (launch and quantization overhead dominate there). Per arch where measured otherwise.
 MIN_SCORES_PER_HEAD = 1024 * 1024
+MIN_SCORES_BY_ARCH: Dict[int, int] = {
+    # H200: hopper 0.89x SDPA at 4608^2 scores (flux), 0.94x at 4096^2 (batch 4), 1.24x at 16384^2
+    # (cuda/hopper/NOTES.md): below 8192^2 the pre-pass and per-CTA start-up don't pay off.
+    90: 8192 * 8192,
+}
 
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).
 DEFAULT_PV: Dict[str, Dict[int, str]] = {
     # FP8 P.V is the faster mma path on sm89 and sm120; on sm_90 16-bit P.V measured faster.
     "mma": {89: "fp8", 120: "fp8"},
+    "hopper": {90: "fp8"},  # its only P.V mode
 }
 PV_FALLBACK = "fp16"
 PV_MODES = ("auto", "fp16", "fp8")
@@ -66,5 +73,7 @@ def plan(sm_arch: int, kernel: str, pv: str) -> tuple:
     return p
 
 
-def min_scores(kernel: str) -> int:
-    return MIN_SCORES_PER_HEAD if kernel == "auto" else 0
+def min_scores(kernel: str, sm_arch: int = 0) -> int:
+    if kernel != "auto":
+        return 0
+    return MIN_SCORES_BY_ARCH.get(sm_arch, MIN_SCORES_PER_HEAD)

@@ -183,14 +183,16 @@ def test_info_and_format_info_in_process():
 
 
 def test_info_routes_for_a_device_with_kernels(monkeypatch):
-    """The route table comes from the policy the dispatcher walks: on sm_90 the default call goes
-    to SDPA (cuDNN is faster there), kernel='mma' forces the kernel; on sm_89 the default call
-    runs the mma kernel with FP8 P.V; everything else goes to SDPA with a reason."""
+    """The route table comes from the policy the dispatcher walks: on sm_90 the default call runs
+    the hopper kernel (FP8 P.V) from 8192^2 scores per head, SDPA below that and for what hopper
+    can't serve, kernel='mma' forces the mma kernel; a build without the hopper family says so
+    and routes sm_90 to SDPA; on sm_89 the default call runs the mma kernel with FP8 P.V;
+    everything else goes to SDPA with a reason."""
     fake_c = types.SimpleNamespace(
         build_info=lambda: {"cuda": True, "why_no_cuda": None, "cuda_archs": ["sm_90a"], "cuda_version": "13.0",
-                            "compiler": "gcc", "kernels": ["mma"]},
+                            "compiler": "gcc", "kernels": ["hopper", "mma"]},
         device_info=lambda i: {"name": "NVIDIA H100 80GB HBM3", "sm_arch": 90, "sm_count": 132,
-                               "smem_optin": 232448, "families": ["mma"]})
+                               "smem_optin": 232448, "families": ["hopper", "mma"]})
     monkeypatch.setattr(_info, "_C", fake_c)
     monkeypatch.setattr(_info, "build_info", fake_c.build_info)
     monkeypatch.setattr(_info, "_device_count", lambda torch, build: (1, None))
@@ -201,17 +203,30 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
     torch_ok = d["torch"]["version"] is not None
     if torch_ok:
         main = routes[0]
-        # what the dispatcher does with a default call on sm_90: SDPA (the old table said mma)
-        assert _policy.plan(90, "auto", "auto") == ("sdpa",)
-        assert main["path"] == "SDPA" and "kernel='auto'" in main["case"] and "policy for sm_90" in main["why"]
+        # what the dispatcher does with a default call on sm_90
+        assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
+        assert main["path"] == "hopper kernel (pv=fp8)" and "kernel='auto'" in main["case"]
+        assert "67,108,864" in main["case"] and "policy for sm_90" in main["why"]
         paths = {r["case"]: r["path"] for r in routes}
+        assert paths["default call that hopper can't serve"] == "SDPA"
         assert paths["kernel='mma' (forced, any length)"] == "mma kernel (pv=fp16)"
+        assert paths["kernel='hopper' (forced, any length)"] == "hopper kernel (pv=fp8)"
         assert any("attn_mask" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("requires_grad" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("CPU" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("pv='fp8'" in c and "fp8" in p for c, p in paths.items())
     text = _info.format_info(d)
-    assert "device 0: NVIDIA H100 80GB HBM3  sm_90, 132 SMs" in text and "auto order: sdpa" in text
+    assert "device 0: NVIDIA H100 80GB HBM3  sm_90, 132 SMs" in text and "auto order: hopper -> sdpa" in text
+
+    # A build without the hopper family (e.g. SAGEATTN3_CUDA_ARCHS=90): sm_90 calls go to SDPA.
+    fake_c.device_info = lambda i: {"name": "NVIDIA H100 80GB HBM3", "sm_arch": 90, "sm_count": 132,
+                                    "smem_optin": 232448, "families": ["mma"]}
+    d = _info.info()
+    if torch_ok:
+        paths = {r["case"]: (r["path"], r["why"]) for r in d["devices"][0]["routes"]}
+        assert paths["default call, family hopper"][0] == "skipped"
+        assert paths["default call that hopper can't serve"][0] == "SDPA"
+        assert paths["kernel='hopper'"][0] == "SDPA"
 
     fake_c.device_info = lambda i: {"name": "NVIDIA GeForce RTX 4090", "sm_arch": 89, "sm_count": 128,
                                     "smem_optin": 101376, "families": ["mma"]}
