@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from sageattn3 import _dispatch
+from sageattn3._ext import _C
 
 K_OFFSET = 8.0  # per-channel K offset magnitude (real DiT keys carry one; smoothing removes it)
 
@@ -87,3 +88,18 @@ def reference_same_mode(q, k, v, *, causal, pv, scale=None):
     return torch.from_numpy(np.asarray(_C.reference_attention(
         *arr, mode=mode, is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
         q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", granularity="mma")))
+
+
+def run_hopper(q, k, v, *, layout="HND", heads=None, causal=False, scale=None):
+    """Call the hopper family directly (no dispatch policy), output and workspace poisoned first."""
+    return _dispatch.run_family("hopper", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale,
+                                pv="fp8", poison=True)
+
+
+def reference_hopper(q, k, v, *, causal, scale=None):
+    """The C CPU reference in the hopper kernel's quantization: INT8 Q per row, INT8 K per
+    128-key block after smoothing, e4m3 V per channel and e4m3 P (HND tensors, small shapes)."""
+    arr = [t.float().cpu().numpy() for t in (q, k, v)]
+    return torch.from_numpy(np.asarray(_C.reference_attention(
+        *arr, mode="int8-fp8", is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
+        q_block=1, k_block=128, layout="HND", granularity="block")))

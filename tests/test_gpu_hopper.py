@@ -1,0 +1,182 @@
+"""hopper kernel family (cuda/hopper/: wgmma + bulk copies, sm_90a) on a real GPU.
+
+Two references, as for the mma family (tests/test_gpu_mma.py):
+ * the C CPU reference in the same quantization (mode int8-fp8, q_block 1, k_block 128, block
+   granularity): tight, only accumulation order, ex2.approx and rounding ties differ;
+ * float64 attention on K-offset inputs: rel-L1 <= 0.045, e4m3's floor on P and V (see
+   test_gpu_mma.F64_BOUND for the derivation; this kernel measured 0.033-0.037).
+Outputs and workspace are poisoned (NaN / 0xFF) before every run; inputs are fresh random.
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import sageattn3  # noqa: E402
+from sageattn3 import _dispatch, _policy  # noqa: E402
+from sageattn3._ext import _C  # noqa: E402
+
+from gpu_helpers import make_qkv, ref64, reference_hopper, rel_l1, run_hopper, to_hnd  # noqa: E402
+
+_HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
+        and "hopper" in _C.device_info(torch.cuda.current_device()).get("families", []))
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _HAS, reason="the hopper family does not run on this GPU/build")]
+
+F64_BOUND = 0.045
+# Against the CPU reference: the kernel computes exp2(s*c - m) with one FFMA and ex2.approx where
+# the reference rounds s first and calls exp2f; a ~2-ulp difference flips the e4m3 rounding of
+# P (2^-3 relative) for a small fraction of elements. Measured 1.4e-3 (bf16) and 2e-4 (fp16)
+# rel-L1 on the H200; 5e-3 leaves 3.5x headroom and still fails on any layout or scale defect.
+REF_BOUND = 5e-3
+
+
+def _check_f64(out, q, k, v, layout, heads, causal, rows=None, scale=None):
+    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
+    oh = to_hnd(out, layout, heads)
+    assert not torch.isnan(oh).any(), "unwritten (NaN-poisoned) output elements"
+    ref = ref64(qh, kh, vh, causal=causal, rows=rows, scale=scale)
+    got = oh if rows is None else oh[:, :, rows]
+    err = rel_l1(got, ref)
+    assert err <= F64_BOUND, f"rel-L1 vs float64 {err:.5f} > {F64_BOUND}"
+    return err
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("sq,sk,d,causal,hq,hkv", [
+    (1, 1, 128, False, 2, 2),
+    (128, 128, 128, False, 2, 2),
+    (300, 477, 128, False, 2, 2),
+    (257, 300, 128, True, 4, 2),
+    (1000, 1000, 128, True, 2, 2),
+    (200, 200, 64, False, 3, 1),
+    (333, 333, 64, True, 2, 2),
+    (190, 611, 96, False, 2, 2),
+    (77, 1029, 40, True, 4, 4),
+])
+def test_matches_cpu_reference(dtype, sq, sk, d, causal, hq, hkv):
+    q, k, v = make_qkv(1, hq, hkv, sq, sk, d, dtype=dtype)
+    out = run_hopper(q, k, v, causal=causal)
+    assert not torch.isnan(out).any()
+    ref = reference_hopper(q, k, v, causal=causal).to(dtype)
+    err = rel_l1(out.float().cpu(), ref.double())
+    assert err <= REF_BOUND, f"rel-L1 vs CPU reference {err:.2e} > {REF_BOUND}"
+    _check_f64(out, q, k, v, "HND", None, causal)
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD", "NHD_FLAT"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("d", [32, 64, 72, 128])
+def test_layouts_dtypes_head_dims(layout, dtype, d):
+    heads = 3 if layout == "NHD_FLAT" else None
+    q, k, v = make_qkv(2, 3, 3, 517, 389, d, layout=layout, dtype=dtype)
+    out = run_hopper(q, k, v, layout=layout, heads=heads)
+    assert out.shape == q.shape and out.dtype == dtype
+    _check_f64(out, q, k, v, layout, heads, False)
+
+
+@pytest.mark.parametrize("sq,sk,causal", [(4097, 4097, True), (32760, 32760, False), (82992, 512, False),
+                                          (300, 82992, False)])
+def test_long_sequences(sq, sk, causal):
+    q, k, v = make_qkv(1, 2, 2, sq, sk, 128, layout="NHD_FLAT")
+    out = run_hopper(q, k, v, layout="NHD_FLAT", heads=2, causal=causal)
+    rows = torch.randperm(sq, device="cuda")[:256].sort().values
+    qh, kh, vh, oh = (t.view(1, t.shape[1], 2, 128).transpose(1, 2) for t in (q, k, v, out))
+    assert not torch.isnan(oh).any()
+    _check_f64(oh, qh, kh, vh, "HND", None, causal, rows=rows)
+
+
+def test_over_2pow31_elements_in_one_tensor():
+    """k and v of (2, 250000, 40, 128) bf16: 2.56e9 elements each, so every (b, h, s) offset
+    past 2^31 must be 64-bit, in the pre-pass (reads K/V) and the kernel (workspace tiles)."""
+    b, s, h, d = 2, 250_000, 40, 128
+    g = torch.Generator(device="cuda").manual_seed(5)
+    k = torch.randn(b, s, h * d, device="cuda", dtype=torch.bfloat16, generator=g)
+    v = torch.randn(b, s, h * d, device="cuda", dtype=torch.bfloat16, generator=g)
+    assert k.numel() > 2 ** 31
+    q = torch.randn(b, 96, h * d, device="cuda", dtype=torch.bfloat16, generator=g)
+    out = run_hopper(q, k, v, layout="NHD_FLAT", heads=h)
+    assert not torch.isnan(out).any()
+    for bi, hi in ((0, 0), (1, h - 1), (1, 17)):
+        sl = slice(hi * d, (hi + 1) * d)
+        qh, kh, vh = (t[bi:bi + 1, :, sl].unsqueeze(1) for t in (q, k, v))
+        ref = ref64(qh, kh, vh)
+        err = rel_l1(out[bi:bi + 1, :, sl].unsqueeze(1), ref)
+        assert err <= F64_BOUND, f"(b={bi}, h={hi}) rel-L1 {err:.4f}"
+    del k, v
+    torch.cuda.empty_cache()
+
+
+def test_inputs_unchanged_and_deterministic():
+    q, k, v = make_qkv(1, 2, 2, 1000, 1000, 128)
+    before = [t.clone() for t in (q, k, v)]
+    a = run_hopper(q, k, v)
+    b = run_hopper(q, k, v)
+    for t0, t1 in zip(before, (q, k, v)):
+        assert torch.equal(t0, t1), "an input was modified"
+    assert torch.equal(a, b), "two runs on the same input differ (race?)"
+
+
+def test_sm_scale_and_views_of_bigger_buffers():
+    bsz, s, h, d = 1, 1500, 4, 64
+    qkv = torch.randn(bsz, s, 3 * h * d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = qkv[..., : h * d], qkv[..., h * d: 2 * h * d], qkv[..., 2 * h * d:]
+    out = run_hopper(q, k, v, layout="NHD_FLAT", heads=h, scale=0.3)
+    qh, kh, vh, oh = (t.reshape(bsz, s, h, d).transpose(1, 2) for t in (q, k, v, out))
+    ref = reference_hopper(qh, kh, vh, causal=False, scale=0.3)
+    assert rel_l1(oh.float().cpu(), ref.to(torch.bfloat16).double()) <= REF_BOUND
+    assert rel_l1(oh, ref64(qh, kh, vh, scale=0.3)) <= 0.06  # sharper softmax, larger INT8 score error
+
+
+def test_supports_declines_with_a_reason():
+    q, k, v = make_qkv(1, 2, 2, 256, 256, 256)
+    with pytest.raises(_C.UnsupportedError, match="head_dim"):
+        run_hopper(q, k, v)
+    q, k, v = make_qkv(1, 2, 2, 256, 256, 128)
+    with pytest.raises(_C.UnsupportedError, match="pv_mode"):
+        _dispatch.run_family("hopper", q, k, v, pv="fp16")
+
+
+def test_auto_selects_hopper_on_sm90_and_falls_back_below_the_threshold():
+    assert _policy.plan(90, "auto", "auto")[0] == ("hopper", "fp8")
+    sageattn3.reset_stats()
+    q, k, v = make_qkv(1, 2, 2, 8192, 8192, 128, layout="NHD")
+    out = sageattn3.sageattn(q, k, v, tensor_layout="NHD")
+    assert sageattn3.stats()["served"].get("hopper") == 1
+    rows = torch.randperm(8192, device="cuda")[:128].sort().values
+    _check_f64(out.transpose(1, 2), q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), "HND", None, False,
+               rows=rows)
+    small = make_qkv(1, 2, 2, 1024, 1024, 128)
+    sageattn3.sageattn(*small)
+    assert sageattn3.stats()["fallback"].get("short_seq") == 1
+    # D=256: hopper declines, SDPA serves (faster than the mma kernel on sm_90)
+    sageattn3.sageattn(*make_qkv(1, 2, 2, 8192, 8192, 256))
+    assert sageattn3.stats()["served"].get("hopper") == 1 and sum(sageattn3.stats()["fallback"].values()) == 2
+
+
+def test_cuda_graph_capture():
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+    f = lambda: sageattn3.sageattn(q, k, v, kernel="hopper")  # noqa: E731
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        eager = f()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = f()
+    q.copy_(torch.randn_like(q))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel="hopper"))
+    assert not torch.equal(static_out, eager)
+
+
+def test_torch_compile_fullgraph():
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+
+    def f(q, k, v):
+        return sageattn3.sageattn(q * 1.0, k, v, kernel="hopper") + 0.0
+
+    compiled = torch.compile(f, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), f(q, k, v))
