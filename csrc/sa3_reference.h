@@ -37,7 +37,15 @@ typedef struct sa3_ref_params {
      * i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j shares one with
      * the 16 keys of its 64-key block having the same (j%8)/2 (group (j/64)*4 + (j%8)/2). */
     int mma_groups;
+    /* Optional: called about every SA3_REF_POLL_WORK multiply-adds (never with a lock held,
+     * from the calling thread); a nonzero return stops the computation, which then returns
+     * SA3_ERR_VALUE with o incomplete (the caller's ctx says why: Ctrl-C in the binding).
+     * NULL: never called. */
+    int (*poll)(void *ctx);
+    void *poll_ctx;
 } sa3_ref_params;
+
+#define SA3_REF_POLL_WORK ((int64_t)1 << 20)
 
 /* Computes o for every (b, hq, row); the exact quantization scheme of each mode is
  * specified at the top of sa3_reference.c (and, for NVFP4, above its nvfp4_* helpers).
@@ -45,7 +53,7 @@ typedef struct sa3_ref_params {
  * k_block % 16 == 0 (P's scale groups must line up with V's), INT8_FP16 needs pv_dtype F16
  * or BF16 (other modes ignore it). Single-threaded; allocates O(S * D) scratch, never
  * O(Sq * Sk). Reentrant (no globals).
- * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated), SA3_ERR_OVERFLOW (a
+ * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated, or poll stopped it), SA3_ERR_OVERFLOW (a
  * size product overflows int64/size_t) or SA3_ERR_NOMEM; o is complete only on SA3_OK. */
 sa3_status sa3_reference_attention(const sa3_ref_params *p);
 
