@@ -123,7 +123,11 @@ static int parse_scale(PyObject *obj, int64_t head_dim, float *out) {
     }
     x = PyFloat_AsDouble(obj);
     if (x == -1.0 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { /* e.g. 10**400: a value error, not a crash-like one */
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "reference_attention(): sm_scale must be finite and fit float32, got %R",
+                         obj);
+        } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError,
                          "reference_attention(): sm_scale must be None or a real number, got %.100s %R",
