@@ -1,4 +1,5 @@
-"""Fuzzed calls of the public API and of the C reference, in a child process.
+"""Fuzzed calls of the public API, of its C validation entry (_C.problem) and of the C
+reference, in a child process.
 
 Thousands of generated calls, valid and invalid (ranks 0-5, shapes with 0 and huge sizes,
 layouts, heads, dtypes incl. int/fp64/bool, mixed dtypes, NumPy arrays, None, str,
@@ -36,7 +37,9 @@ import pytest
 
 SEED = 20261125
 CASE_TIMEOUT_S = 10.0
-DEFAULT_CASES = {"sageattn": 2400, "sageattn3_blackwell": 800, "reference_attention": 800}
+# "problem" is _C.problem, the C validation entry every public path calls first.
+DEFAULT_CASES = {"sageattn": 2400, "sageattn3_blackwell": 800, "problem": 600, "reference_attention": 800}
+PROBLEM_ARGS = ("tensor_layout", "heads", "is_causal", "sm_scale", "attn_mask")
 FLT_MAX = 3.4028234663852886e38
 LAYOUTS = ("HND", "NHD", "NHD_FLAT")
 API_DTYPES = ("float16", "bfloat16", "float32")      # documented: fp16/bf16 (kernels), fp32 (SDPA)
@@ -440,7 +443,12 @@ def make_case(i: int, plan: dict) -> Call:
     for target, n in plan.items():
         if i < n:
             rng = random.Random(f"{SEED}:{target}:{i}")
-            return gen_reference_call(rng) if target == "reference_attention" else gen_api_call(rng, target)
+            if target == "reference_attention":
+                return gen_reference_call(rng)
+            if target == "problem":  # the same calls, less the policy's and the aliases' keywords
+                call = gen_api_call(rng, "sageattn")
+                return Call("problem", call.args, {k: v for k, v in call.kwargs.items() if k in PROBLEM_ARGS})
+            return gen_api_call(rng, target)
         i -= n
     raise IndexError(i)
 
@@ -727,8 +735,11 @@ def worker(plan: dict) -> None:
     warnings.simplefilter("ignore")
     import sageattn3
     from sageattn3._ext import _C
+    def problem(q, k, v, tensor_layout=None, heads=None, is_causal=False, sm_scale=None, attn_mask=None):
+        return _C.problem(q, k, v, tensor_layout, heads, is_causal, sm_scale, attn_mask)
+
     fns = {"sageattn": sageattn3.sageattn, "sageattn3_blackwell": sageattn3.sageattn3_blackwell,
-           "reference_attention": getattr(_C, "reference_attention", None)}
+           "reference_attention": getattr(_C, "reference_attention", None), "problem": problem}
     out = sys.stdout
     for line in sys.stdin:
         i = int(line)
@@ -746,7 +757,7 @@ def worker(plan: dict) -> None:
                 rec.update(outcome="raised", type=type(exc).__name__,
                            tv=isinstance(exc, (TypeError, ValueError)), msg=str(exc)[:300])
             else:
-                shape = tuple(getattr(res, "shape", ()) or ())
+                shape = tuple(getattr(res, "shape", None) or getattr(res, "out_shape", None) or ())
                 dtype = str(getattr(res, "dtype", type(res).__name__)).replace("torch.", "")
                 rec.update(outcome="ok", shape=list(shape), dtype=dtype, type=type(res).__name__)
         out.write(json.dumps(rec) + "\n")
@@ -865,6 +876,24 @@ def _torch():
         return None
 
 
+def test_oracle_knows_the_issue_examples():
+    """The oracle itself, on the calls issue 10 reported as wrongly accepted."""
+    def api(q, k, v, **kw):
+        return expect(Call("sageattn", [T("torch", q, "float16"), T("torch", k, "float16"), T("torch", v, "float16")],
+                           {n: Lit(repr(x)) for n, x in kw.items()}))[0]
+    assert api((1, 2, 5, 64), (1, 0, 5, 64), (1, 1, 5, 64)) == "invalid"
+    assert api((1, 2, 5, 64), (3, 2, 5, 64), (3, 2, 5, 64)) == "invalid"
+    assert api((1, 2, 5, 64), (1, 2, 77, 64), (1, 2, 50, 64)) == "invalid"
+    assert api((1, 128, 77), (1, 128, 77), (1, 128, 77), tensor_layout="NHD") == "invalid"
+    assert api((2, 5, 64), (2, 5, 64), (2, 5, 64)) == "invalid"
+    assert api((1, 2, 5, 64), (1, 2, 5, 64), (1, 2, 5, 64), heads=3) == "invalid"
+    for bad in (math.nan, math.inf, 1e40, True, 10**400, 0, -1.0):
+        assert api((1, 2, 5, 64), (1, 2, 5, 64), (1, 2, 5, 64), sm_scale=bad) == "invalid", bad
+    assert api((1, 2, 5, 64), (1, 2, 5, 64), (1, 2, 5, 64), is_casual=True) == "invalid"
+    assert api((1, 2, 5, 64), (1, 2, 5, 64), (1, 2, 5, 64), scale=0.01) == "valid"
+    assert api((1, 4, 5, 64), (1, 2, 9, 64), (1, 2, 9, 32)) == "valid"
+
+
 def _fuzz(plan):
     t0 = time.monotonic()
     result = run_fuzz(plan)
@@ -880,6 +909,11 @@ def test_fuzz_reference_attention():
 @pytest.mark.skipif(_torch() is None, reason="the public API needs torch")
 def test_fuzz_public_api():
     _fuzz(_plan("sageattn", "sageattn3_blackwell"))
+
+
+@pytest.mark.skipif(_torch() is None, reason="fuzzed with torch tensors")
+def test_fuzz_c_validation_entry():
+    _fuzz(_plan("problem"))
 
 
 if __name__ == "__main__":
