@@ -12,7 +12,8 @@
  * Inputs are only read: they are cast (NumPy, RNE for float64) and packed into private
  * contiguous float32 (B, H, S, D) buffers, so any strides, byte order and layout work and
  * the caller's memory is never written. The GIL is released while packing, computing and
- * unpacking (no Python object is touched then).
+ * unpacking (no Python object is touched then); the computation takes it back about every
+ * 50 ms to run pending signal handlers, so Ctrl-C interrupts a long call (KeyboardInterrupt).
  */
 #include "sa3_numpy.h"
 
@@ -25,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------------------------------
  * Small helpers
@@ -124,7 +126,11 @@ static int parse_scale(PyObject *obj, int64_t head_dim, float *out) {
     }
     x = PyFloat_AsDouble(obj);
     if (x == -1.0 && PyErr_Occurred()) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) { /* e.g. 10**400: a value error, not a crash-like one */
+            PyErr_Clear();
+            PyErr_Format(PyExc_ValueError, "reference_attention(): sm_scale must be finite and fit float32, got %R",
+                         obj);
+        } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
             PyErr_Format(PyExc_TypeError,
                          "reference_attention(): sm_scale must be None or a real number, got %.100s %R",
@@ -335,6 +341,41 @@ static int parse_layout(const char *s, int *nhd) {
 }
 
 /* ---------------------------------------------------------------------------------------
+ * Signals during a call (the GIL is released while the reference runs)
+ * ------------------------------------------------------------------------------------- */
+
+#define SIGNAL_POLL_NS 50000000LL /* re-take the GIL at most every 50 ms: prompt, and cheap
+                                     even when another thread holds the GIL for its 5 ms slice */
+
+/* Per call, on the caller's stack: nothing shared between threads. */
+typedef struct signal_poll {
+    PyThreadState *saved; /* this thread's state while the GIL is released */
+    struct timespec last;
+    int interrupted;      /* a signal handler raised (KeyboardInterrupt): exception is set */
+} signal_poll;
+
+static long long elapsed_ns(const struct timespec *a, const struct timespec *b) {
+    return (long long)(b->tv_sec - a->tv_sec) * 1000000000LL + (long long)(b->tv_nsec - a->tv_nsec);
+}
+
+/* sa3_ref_params.poll: run Python's signal handlers now and then. PyErr_CheckSignals does
+ * nothing outside the main thread, so calls from worker threads only pay the clock read. */
+static int poll_signals(void *ctx) {
+    signal_poll *sp = (signal_poll *)ctx;
+    struct timespec now;
+    if (timespec_get(&now, TIME_UTC) == 0 || elapsed_ns(&sp->last, &now) < SIGNAL_POLL_NS) {
+        return 0;
+    }
+    sp->last = now;
+    PyEval_RestoreThread(sp->saved);
+    if (PyErr_CheckSignals() < 0) {
+        sp->interrupted = 1;
+    }
+    sp->saved = PyEval_SaveThread();
+    return sp->interrupted;
+}
+
+/* ---------------------------------------------------------------------------------------
  * reference_attention
  * ------------------------------------------------------------------------------------- */
 
@@ -355,6 +396,7 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     PyArrayObject *out = NULL;
     npy_intp out_dims[4];
     sa3_status st;
+    signal_poll sig;
     char s0[160], s1[160];
     (void)module;
 
@@ -482,7 +524,11 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     p.v = bufs[2];
     p.o = nhd ? bufs[3] : (float *)PyArray_DATA(out); /* a fresh C-contiguous array */
 
-    Py_BEGIN_ALLOW_THREADS
+    memset(&sig, 0, sizeof sig);
+    timespec_get(&sig.last, TIME_UTC);
+    p.poll = poll_signals;
+    p.poll_ctx = &sig;
+    sig.saved = PyEval_SaveThread();
     for (i = 0; i < 3; ++i) {
         pack(&in[i], bufs[i]);
     }
@@ -490,8 +536,11 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     if (st == SA3_OK && nhd) {
         to_nhd(bufs[3], (float *)PyArray_DATA(out), p.batch, p.heads_q, p.seq_q, p.head_dim);
     }
-    Py_END_ALLOW_THREADS
+    PyEval_RestoreThread(sig.saved);
 
+    if (sig.interrupted) {
+        goto fail; /* the signal handler's exception (KeyboardInterrupt) is set */
+    }
     switch (st) {
     case SA3_OK:
         break;

@@ -306,7 +306,21 @@ typedef struct ref_ws {
     float *s, *p, *pq, *pbs; /* (kblk), pbs: (kblk / 16) */
     float *o, *blk, *acc16, *scratch; /* (D) */
     float *gmax;                      /* (scale groups) amax scratch of quantize_int8_groups */
+    int64_t work;                     /* multiply-adds since the last poll */
 } ref_ws;
+
+/* Counts `work` multiply-adds and asks p->poll whether to stop once enough accumulated. */
+static int stop_requested(const sa3_ref_params *p, ref_ws *w, int64_t work) {
+    if (p->poll == NULL) {
+        return 0;
+    }
+    w->work += work;
+    if (w->work < SA3_REF_POLL_WORK) {
+        return 0;
+    }
+    w->work = 0;
+    return p->poll(p->poll_ctx) != 0;
+}
 
 static void ws_free(ref_ws *w) {
     free(w->ks);
@@ -613,8 +627,9 @@ static float row_lse(const sa3_ref_params *p, const ref_ws *w, const float *q_ra
     return lse + corr;
 }
 
-static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, const float *q_raw,
-                       const float *v_raw, int64_t i, float *out, float *lse_out) {
+/* Returns nonzero when p->poll asked to stop (out is then incomplete). */
+static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, const float *q_raw,
+                      const float *v_raw, int64_t i, float *out, float *lse_out) {
     int64_t D = p->head_dim, Sk = p->seq_k, kblk = p->k_block, kb0, jj, d;
     int64_t kend = p->is_causal ? min_i64(i + 1, Sk) : Sk;
     float m = -INFINITY, l = 0.0f;
@@ -649,6 +664,9 @@ static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, con
             o[d] = o[d] * alpha + w->blk[d] * gp;
         }
         m = m_new;
+        if (stop_requested(p, w, 2 * n * D)) { /* scores and P.V of this block */
+            return 1;
+        }
     }
     if (lse_out != NULL) {
         *lse_out = row_lse(p, w, q_raw, i, m, l);
@@ -657,7 +675,7 @@ static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, con
         for (d = 0; d < D; ++d) {
             out[d] = 0.0f;
         }
-        return;
+        return 0;
     }
     for (d = 0; d < D; ++d) {
         float od = o[d];
@@ -668,6 +686,7 @@ static void attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, con
         }
         out[d] = od / l;
     }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------
@@ -754,8 +773,15 @@ sa3_status sa3_reference_attention(const sa3_ref_params *p) {
                 hk_prev = hk;
             }
             prepare_q(p, &w, &c, q);
+            if (stop_requested(p, &w, (Sk + Sq) * D)) {
+                ws_free(&w);
+                return SA3_ERR_VALUE;
+            }
             for (i = 0; i < Sq; ++i) {
-                attend_row(p, &w, &c, q, v, i, o + i * D, lse != NULL ? lse + i : NULL);
+                if (attend_row(p, &w, &c, q, v, i, o + i * D, lse != NULL ? lse + i : NULL)) {
+                    ws_free(&w);
+                    return SA3_ERR_VALUE;
+                }
             }
         }
     }

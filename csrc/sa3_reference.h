@@ -42,7 +42,15 @@ typedef struct sa3_ref_params {
      * of this mode compute them (quantized, K smoothed), with sm_scale * q.mean(K) added back
      * so it estimates the LSE of the unsmoothed scores; -inf for a row with no visible key. */
     float *lse;
+    /* Optional: called about every SA3_REF_POLL_WORK multiply-adds (never with a lock held,
+     * from the calling thread); a nonzero return stops the computation, which then returns
+     * SA3_ERR_VALUE with o incomplete (the caller's ctx says why: Ctrl-C in the binding).
+     * NULL: never called. */
+    int (*poll)(void *ctx);
+    void *poll_ctx;
 } sa3_ref_params;
+
+#define SA3_REF_POLL_WORK ((int64_t)1 << 20)
 
 /* Computes o for every (b, hq, row); the exact quantization scheme of each mode is
  * specified at the top of sa3_reference.c (and, for NVFP4, above its nvfp4_* helpers).
@@ -50,7 +58,7 @@ typedef struct sa3_ref_params {
  * k_block % 16 == 0 (P's scale groups must line up with V's), INT8_FP16 needs pv_dtype F16
  * or BF16 (other modes ignore it). Single-threaded; allocates O(S * D) scratch, never
  * O(Sq * Sk). Reentrant (no globals).
- * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated), SA3_ERR_OVERFLOW (a
+ * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated, or poll stopped it), SA3_ERR_OVERFLOW (a
  * size product overflows int64/size_t) or SA3_ERR_NOMEM; o is complete only on SA3_OK. */
 sa3_status sa3_reference_attention(const sa3_ref_params *p);
 

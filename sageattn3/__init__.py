@@ -10,6 +10,9 @@ __version__ = "0.1.0"
 
 from ._stats import stats, reset_stats
 from .api import sageattn, sageattn3_blackwell
-from ._info import info
+from ._info import info, HOW_TO_GET_KERNELS as _HOW_TO_GET_KERNELS
+from . import _ext
+
+_ext.warn_if_no_kernels(_HOW_TO_GET_KERNELS)  # a CPU-only build says so once, at import
 
 __all__ = ["sageattn", "sageattn3_blackwell", "info", "stats", "reset_stats", "__version__"]

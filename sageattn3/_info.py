@@ -29,7 +29,9 @@ HOW_TO_GET_KERNELS = (
     "install the CUDA toolkit (nvcc), set CUDA_HOME to it (or put nvcc on PATH), unset SAGEATTN3_CUDA "
     "(or set it to 1), optionally choose targets with SAGEATTN3_CUDA_ARCHS (e.g. \"90a\" for H100, "
     "\"89\" for RTX 40xx, \"120a\" for RTX 50xx; default: 80;86;89;90a;120a, those this nvcc supports), "
-    "then rebuild from source: pip install --no-build-isolation --force-reinstall ."
+    "then rebuild from the source folder: pip install --no-build-isolation --no-deps --force-reinstall . "
+    "(--no-deps: your other packages, numpy and torch included, stay as they are; "
+    "use -e . instead of . for an editable install)"
 )
 
 

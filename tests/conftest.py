@@ -3,11 +3,56 @@
 Tests marked `@pytest.mark.gpu` are skipped (not failed) when torch is missing or
 `torch.cuda.is_available()` is False, so `pytest tests` runs anywhere and `pytest -m gpu`
 on the GPU machine runs only those.
+
+Also: `python -m pytest` inside a checkout puts the checkout first on sys.path. After a
+non-editable `pip install .` its sageattn3/ has no built _C; then the tests run against the
+installed copy (as plain `pytest` would) and the header says so. With no installed copy
+either, the run stops at once with sageattn3's own message saying how to build.
 """
+import os
+import sys
+from importlib.machinery import PathFinder
+from pathlib import Path
+
 import pytest
+
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _use_installed_copy_over_unbuilt_checkout():
+    """Drop the checkout from sys.path when its sageattn3 has no _C and another copy is
+    installed; returns that copy's folder, or None when nothing was changed."""
+    pkg = _REPO / "sageattn3"
+    if not pkg.is_dir() or any(p.name.startswith("_C.") for p in pkg.iterdir()):
+        return None
+    here = [p for p in sys.path if Path(p or os.getcwd()).resolve() == _REPO]
+    if not here:
+        return None
+    spec = PathFinder.find_spec("sageattn3", [p for p in sys.path if p not in here])
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for p in here:
+        sys.path.remove(p)
+    return list(spec.submodule_search_locations)[0]
+
+
+_INSTALLED_COPY = _use_installed_copy_over_unbuilt_checkout()
+
+
+def pytest_report_header(config):
+    if _INSTALLED_COPY:
+        return (f"sageattn3: testing the installed copy at {_INSTALLED_COPY} (the checkout's "
+                f"sageattn3/_C is not built; `pip install -e .` tests the checkout instead)")
+    return None
 
 
 def pytest_configure(config):
+    if _INSTALLED_COPY is None and not any((_REPO / "sageattn3").glob("_C.*")):
+        try:
+            import sageattn3  # noqa: F401
+        except ImportError as exc:
+            if type(exc).__name__ == "SourceCheckoutNotBuilt":
+                raise pytest.UsageError(str(exc)) from None
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped when torch.cuda.is_available() is False)")
 
 

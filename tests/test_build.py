@@ -71,3 +71,42 @@ def test_cpu_only_build_serves_sdpa_and_reference(cpu_only_build):
         print("ok")
     """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_cpu_only_build_says_so_once_at_import(cpu_only_build):
+    """Visible with Python's default warning filters, once per process, with how to get kernels."""
+    r = _run(cpu_only_build, """
+        import sageattn3
+        import sageattn3.api, sageattn3._info
+        from sageattn3 import _ext
+        sageattn3.info()
+        _ext.build_info()
+        print("ok")
+    """)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+    assert r.stderr.count("NoKernelsWarning") == 1, r.stderr
+    assert "SAGEATTN3_CUDA=0 was set at build time" in r.stderr and "To get kernels" in r.stderr, r.stderr
+    assert "--no-deps" in r.stderr and "python -m sageattn3 info" in r.stderr, r.stderr
+
+
+def test_kernel_build_does_not_warn_at_import():
+    from sageattn3 import _ext
+    if not _ext.has_kernels():
+        pytest.skip("this build has no kernels (test_cpu_only_build_says_so_once_at_import covers it)")
+    pkg_parent = Path(_ext.__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", "import sageattn3"], cwd=pkg_parent, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and "NoKernelsWarning" not in r.stderr, r.stderr
+
+
+def test_rebuild_advice_never_touches_other_packages():
+    """`pip install --force-reinstall .` without --no-deps upgraded numpy 1.26 -> 2.4 in a test venv."""
+    import re
+    from sageattn3 import _ext, _info
+    texts = [_info.HOW_TO_GET_KERNELS, _ext._checkout_message(), _ext.LOAD_ERROR or ""]
+    commands = re.findall(r"pip install[^`\"\n;)]*", " ".join(texts))
+    assert commands, "the advice names a pip command"
+    for cmd in commands:
+        if "-e ." in cmd or "--force-reinstall" in cmd or cmd.rstrip().endswith("."):
+            assert "--no-deps" in cmd, cmd
+    assert "--no-deps" in _info.HOW_TO_GET_KERNELS and "stay as they are" in _info.HOW_TO_GET_KERNELS

@@ -160,7 +160,10 @@ def test_loader_imports_the_node(tmp_path):
 
 
 def _run(args, cwd):
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # The folder holding the sageattn3 under test: the checkout for an editable install,
+    # site-packages otherwise (an unbuilt checkout on the path would fail to import).
+    pkg_parent = Path(install.__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(pkg_parent) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
 

@@ -576,6 +576,7 @@ BAD_CALLS = [
     ("sm_scale str", lambda q, k, v: ((q, k, v), {"sm_scale": "0.1"}), TypeError, "sm_scale must be None or a real number, got str"),
     ("sm_scale nan", lambda q, k, v: ((q, k, v), {"sm_scale": float("nan")}), ValueError, "sm_scale must be finite and fit float32, got nan"),
     ("sm_scale big", lambda q, k, v: ((q, k, v), {"sm_scale": 1e300}), ValueError, "sm_scale must be finite"),
+    ("sm_scale 10**400", lambda q, k, v: ((q, k, v), {"sm_scale": 10**400}), ValueError, "sm_scale must be finite and fit float32"),
     ("positional", lambda q, k, v: ((q, k, v, "exact"), {}), TypeError, "positional"),
     ("unknown kw", lambda q, k, v: ((q, k, v), {"attn_mask": None}), TypeError, "attn_mask"),
     ("granularity", lambda q, k, v: ((q, k, v), {"granularity": "warp"}), ValueError, "granularity must be 'block' or 'mma', got 'warp'"),
