@@ -3,7 +3,9 @@
  * only reads `out`.
  *
  *   p = _C.problem(q, k, v, layout, heads, is_causal, sm_scale, attn_mask)   TypeError/ValueError
- *   p.select(plan, min_scores) -> (family, workspace_bytes) | (None, reason_key, details)
+ *   p.select(plan, min_scores[, lse]) -> (family, workspace_bytes) | (None, reason_key, details)
+ *     lse: an optional (B, Hq, Sq) float32 CUDA tensor with unit s stride that the launch fills
+ *     with each row's natural-log LSE; families that can't write it decline ("lse").
  *   p.launch(out, ws_ptr, ws_bytes, stream)                                    on the caller's stream
  *
  * plan is the policy's preference order for this device (sageattn3/_policy.py): a tuple of
@@ -27,6 +29,7 @@ typedef struct sa3_problem_obj {
     PyObject_HEAD
     sa3_problem p;
     PyObject *owner[3]; /* q, k, v: keep the memory p points at alive */
+    PyObject *lse_owner; /* the lse tensor p.lse points into, NULL when none was asked for */
     int family;         /* registry index chosen by select(), -1 before */
     sa3_options opt;
     size_t ws_bytes;
@@ -98,9 +101,12 @@ PyObject *sa3_py_problem(PyObject *module, PyObject *const *args, Py_ssize_t nar
     self = PyObject_New(sa3_problem_obj, (PyTypeObject *)st->problem_type);
     if (self == NULL) goto fail;
     self->owner[0] = self->owner[1] = self->owner[2] = NULL;
+    self->lse_owner = NULL;
     self->family = -1;
     self->ws_bytes = 0;
     if (sa3_check_problem(st, &t[0], &t[1], &t[2], layout, heads, &self->p) != SA3_OK) goto fail;
+    self->p.lse = NULL; /* select(..., lse) sets it */
+    self->p.lse_stride_b = self->p.lse_stride_h = 0;
     self->p.is_causal = causal;
     if (sa3_parse_scale(st, arg[6], &self->p) < 0) goto fail;
     if (arg[7] != NULL && arg[7] != Py_None) {
@@ -127,6 +133,7 @@ static void sa3_problem_dealloc(PyObject *op) {
     Py_XDECREF(self->owner[0]);
     Py_XDECREF(self->owner[1]);
     Py_XDECREF(self->owner[2]);
+    Py_XDECREF(self->lse_owner);
     PyObject_Free(op);
     Py_DECREF(tp);
 }
@@ -136,7 +143,45 @@ static PyObject *sa3_refusal(const char *key, const char *detail) {
     return Py_BuildValue("(Oss)", Py_None, key, detail);
 }
 
-/* select(plan, min_scores) */
+/* p.lse from `obj` (None: no LSE): a (B, Hq, Sq) float32 tensor on the problem's CUDA device
+ * with unit s stride. Returns 0, or -1 with TypeError/ValueError naming "lse". */
+static int sa3_problem_set_lse(sa3_module_state *st, sa3_problem_obj *self, PyObject *obj) {
+    sa3_problem *p = &self->p;
+    sa3_tensor t;
+    Py_CLEAR(self->lse_owner);
+    p->lse = NULL;
+    p->lse_stride_b = p->lse_stride_h = 0;
+    if (obj == NULL || obj == Py_None) return 0;
+    if (sa3_intake_torch_only(st, obj, "lse", &t) < 0) return -1;
+    if (t.dtype != SA3_DTYPE_F32) {
+        sa3_raise(st, SA3_ERR_TYPE, "lse: needs torch.float32, got %s", t.dtype_name);
+        goto fail;
+    }
+    if (t.ndim != 3 || t.shape[0] != p->batch || t.shape[1] != p->heads_q || t.shape[2] != p->seq_q) {
+        sa3_raise(st, SA3_ERR_VALUE, "lse: needs shape (B, Hq, Sq) = (%lld, %lld, %lld), got a %d-D tensor",
+                  (long long)p->batch, (long long)p->heads_q, (long long)p->seq_q, t.ndim);
+        goto fail;
+    }
+    if (t.device_kind != SA3_DEVICE_CUDA || t.device_id != p->device) {
+        sa3_raise(st, SA3_ERR_VALUE, "lse: must be on the tensors' CUDA device cuda:%d", p->device);
+        goto fail;
+    }
+    if (t.strides[2] != 1 && p->seq_q > 1) {
+        sa3_raise(st, SA3_ERR_VALUE, "lse: needs a unit stride along Sq, got %lld", (long long)t.strides[2]);
+        goto fail;
+    }
+    p->lse = (float *)t.data;
+    p->lse_stride_b = p->batch > 1 ? t.strides[0] : 0;
+    p->lse_stride_h = p->heads_q > 1 ? t.strides[1] : 0;
+    self->lse_owner = t.owner; /* the reference moves to the problem */
+    t.owner = NULL;
+    return 0;
+fail:
+    sa3_intake_release(&t);
+    return -1;
+}
+
+/* select(plan, min_scores[, lse]) */
 static PyObject *sa3_problem_select(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     sa3_problem_obj *self = (sa3_problem_obj *)op;
     sa3_module_state *st = sa3_obj_state(op);
@@ -149,8 +194,10 @@ static PyObject *sa3_problem_select(PyObject *op, PyObject *const *args, Py_ssiz
     Py_ssize_t n, i;
     long long min_scores;
 
-    if (nargs != 2 || !PyTuple_Check(args[0]))
-        return sa3_raise(st, SA3_ERR_TYPE, "select(plan: tuple, min_scores: int) takes 2 positional arguments");
+    if ((nargs != 2 && nargs != 3) || !PyTuple_Check(args[0]))
+        return sa3_raise(st, SA3_ERR_TYPE,
+                         "select(plan: tuple, min_scores: int[, lse]) takes 2 or 3 positional arguments");
+    if (sa3_problem_set_lse(st, self, nargs == 3 ? args[2] : NULL) < 0) return NULL;
     plan = args[0];
     min_scores = PyLong_AsLongLong(args[1]);
     if (min_scores == -1 && PyErr_Occurred()) return NULL;
@@ -459,7 +506,8 @@ static PyGetSetDef sa3_problem_getset[] = {
 
 static PyMethodDef sa3_problem_methods[] = {
     {"select", (PyCFunction)(void (*)(void))sa3_problem_select, METH_FASTCALL,
-     "select(plan, min_scores) -> (family, workspace_bytes) | (None, reason_key, details)"},
+     "select(plan, min_scores[, lse]) -> (family, workspace_bytes) | (None, reason_key, details); lse: an "
+     "optional (B, Hq, Sq) float32 CUDA tensor the launch fills with the natural-log LSE of each row"},
     {"launch", (PyCFunction)(void (*)(void))sa3_problem_launch, METH_FASTCALL,
      "launch(out, ws_ptr, ws_bytes, stream): run the selected family on `stream` (no sync, no allocation)"},
     {"supports", (PyCFunction)(void (*)(void))sa3_problem_supports, METH_VARARGS | METH_KEYWORDS,

@@ -80,8 +80,9 @@ def problem(q, k, v, layout: str = "HND", heads: Optional[int] = None, is_causal
     return _C.problem(q, k, v, layout, heads, is_causal, sm_scale, attn_mask)
 
 
-def _serve(prob, q, k, v, kernel: str, pv: str):
-    """(out, None, None) when a family ran, else (None, reason_key, details)."""
+def _serve(prob, q, k, v, kernel: str, pv: str, lse=None):
+    """(out, None, None) when a family ran, else (None, reason_key, details). `lse`: an optional
+    (B, Hq, Sq) float32 tensor the family also fills (families that can't decline with "lse")."""
     if kernel == "sdpa":
         return None, "requested", "kernel='sdpa'"
     if _STATIC is not None:
@@ -93,7 +94,8 @@ def _serve(prob, q, k, v, kernel: str, pv: str):
         return None, "device", "tensors are on a device other than CPU/CUDA"
     if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
         return None, "requires_grad", "sageattn3 has no backward kernel"
-    r = prob.select(_policy.plan(prob.sm_arch, kernel, pv), _policy.min_scores(kernel, prob.sm_arch))
+    plan, ms = _policy.plan(prob.sm_arch, kernel, pv), _policy.min_scores(kernel, prob.sm_arch)
+    r = prob.select(plan, ms) if lse is None else prob.select(plan, ms, lse)
     if r[0] is None:
         return None, r[1], r[2]
     family, nbytes = r

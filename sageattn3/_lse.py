@@ -52,14 +52,29 @@ _refused: dict = {}
 
 
 def attention_with_lse(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
-                       is_causal: bool = False, sm_scale: Optional[float] = None):
+                       is_causal: bool = False, sm_scale: Optional[float] = None, kernel: str = "auto",
+                       pv: str = "auto"):
     """(out in q's layout and dtype, lse (B, Hq, Sq) float32 contiguous); see the module doc.
 
     The single internal entry for callers that merge partial attentions (yunchang, xDiT,
-    merge_attention users). Routes to sdpa_with_lse until a kernel writes the LSE.
+    merge_attention users). The call is validated in C once; a kernel family that writes the
+    LSE from its epilogue serves it where the policy picks one (families that can't write it
+    decline with "lse"), else sdpa_with_lse does, with the reason counted in stats().
+    Quantization statistics are per call: each ring step's K/V chunk gets its own.
     """
-    _stats.record_fallback("return_lse: no sageattn3 kernel writes the LSE yet")
-    return sdpa_with_lse(q, k, v, layout=layout, heads=heads, is_causal=is_causal, sm_scale=sm_scale)
+    from . import _dispatch  # late: _dispatch imports torch-dependent pieces of this module's users
+
+    prob = _dispatch.problem(q, k, v, layout, heads, is_causal, sm_scale)
+    lse = None
+    if prob.device >= 0:
+        lse = torch.empty((prob.batch, prob.heads_q, prob.seq_q), dtype=torch.float32, device=q.device)
+    out, key, detail = _dispatch._serve(prob, q, k, v, kernel, pv, lse=lse)
+    if out is not None:
+        return out, lse
+    _stats.record_fallback(key, detail)
+    if layout not in LAYOUTS:  # C took any case
+        layout = prob.layout
+    return sdpa_with_lse(q, k, v, layout=layout, heads=heads, is_causal=bool(is_causal), sm_scale=sm_scale)
 
 
 # ---------------------------------------------------------------------------------------
@@ -160,7 +175,7 @@ def sdpa_with_lse(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, 
 def _refuse(key, exc):
     reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
     _refused[key] = reason
-    _stats.record_fallback(f"lse op {key[0]} refused ({reason}): chunked exact attention serves it")
+    _stats.record_fallback("lse_op", f"{key[0]} refused ({reason}): chunked exact attention serves it")
 
 
 def _cpu_flash(qh, kh, vh, causal, scale):

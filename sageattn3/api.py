@@ -34,6 +34,18 @@ def _run(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv, attn_mask=None
                          kernel=kernel, pv=pv, attn_mask=attn_mask)
 
 
+def _run_lse(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
+    if _dispatch.torch is None:
+        raise ImportError("sageattn3 attention needs torch; only the NumPy reference works without it")
+    _dispatch.validate_args(layout, heads, kernel, pv)
+    if _compiling():
+        from . import _op
+        return _op.attention_lse(q, k, v, layout, heads or 0, bool(is_causal), sm_scale, kernel, pv)
+    from . import _lse
+    return _lse.attention_with_lse(q, k, v, layout=layout, heads=heads, is_causal=is_causal, sm_scale=sm_scale,
+                                   kernel=kernel, pv=pv)
+
+
 def _compiling() -> bool:
     compiler = getattr(_dispatch.torch, "compiler", None)
     return compiler is not None and compiler.is_compiling()
@@ -47,6 +59,9 @@ def sageattn(q, k, v, tensor_layout: str = "HND", is_causal: bool = UNSET_CAUSAL
     tensor_layout: "HND" (B,H,S,D), "NHD" (B,S,H,D) or "NHD_FLAT" (B,S,H*D, needs `heads`).
     k/v may have fewer heads than q (GQA/MQA). is_causal follows torch SDPA (top-left).
     attn_mask: honoured, by SDPA (the kernels take none).
+    return_lse: return (out, lse) with lse the natural-log log-sum-exp of each row's scores,
+    float32 (B, Hq, Sq) in every layout (what ring attention merges by); written by the kernel
+    where one serves the call (hopper), else computed by torch's LSE-returning SDPA ops.
     pv: "fp16" (P.V in the input's 16-bit type: most accurate), "fp8" (FP8 e4m3: fastest on
     sm89+ where available), "auto" (per-device default, see `info()`).
     Aliases: `scale` / `softmax_scale` for sm_scale, `causal` for is_causal (two spellings
@@ -62,7 +77,10 @@ def sageattn(q, k, v, tensor_layout: str = "HND", is_causal: bool = UNSET_CAUSAL
     if sm_scale is UNSET_SCALE:
         sm_scale = None
     if return_lse:
-        raise TypeError("sageattn(return_lse=True) is not supported: sageattn3 returns only the output")
+        if attn_mask is not None:
+            raise ValueError("sageattn(return_lse=True) takes no attn_mask (no path that returns the LSE "
+                             "applies a mask)")
+        return _run_lse(q, k, v, tensor_layout, heads, is_causal, sm_scale, kernel, pv)
     return _run(q, k, v, tensor_layout, heads, is_causal, sm_scale, kernel, pv, attn_mask=attn_mask)
 
 

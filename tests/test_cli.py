@@ -477,7 +477,7 @@ def test_bench_one_shape_on_gpu(tmp_path):
 
 # ----------------------------------------------------------------------------- API fallbacks (CPU)
 
-def test_sageattn_honours_attn_mask_and_rejects_return_lse():
+def test_sageattn_honours_attn_mask_and_returns_lse():
     torch = pytest.importorskip("torch")
     import sageattn3
     q, k, v = (torch.randn(1, 2, 33, 64) for _ in range(3))
@@ -485,8 +485,13 @@ def test_sageattn_honours_attn_mask_and_rejects_return_lse():
     mask[:, 0] = True
     F = torch.nn.functional
     assert torch.equal(sageattn3.sageattn(q, k, v, attn_mask=mask), F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
-    with pytest.raises(TypeError):
-        sageattn3.sageattn(q, k, v, return_lse=True)
+    out, lse = sageattn3.sageattn(q, k, v, return_lse=True)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v))
+    ref = torch.logsumexp((q.double() @ k.double().transpose(-1, -2)) / 8.0, dim=-1)
+    assert lse.dtype == torch.float32 and lse.shape == (1, 2, 33) and lse.is_contiguous()
+    torch.testing.assert_close(lse.double(), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="attn_mask"):
+        sageattn3.sageattn(q, k, v, return_lse=True, attn_mask=mask)
 
 
 @pytest.mark.parametrize("layout", ["HND", "NHD", "NHD_FLAT"])

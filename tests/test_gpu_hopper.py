@@ -180,3 +180,89 @@ def test_torch_compile_fullgraph():
 
     compiled = torch.compile(f, fullgraph=True)
     assert torch.equal(compiled(q, k, v), f(q, k, v))
+
+
+# ----------------------------------------------------------------------------- LSE output
+
+def _lse64(qh, kh, causal, scale=None):
+    d = qh.shape[-1]
+    scale = d ** -0.5 if scale is None else scale
+    rep = qh.shape[1] // kh.shape[1]
+    s = (qh.double() @ kh.double().repeat_interleave(rep, 1).transpose(-1, -2)) * scale
+    if causal:
+        i = torch.arange(qh.shape[2], device=qh.device)[:, None]
+        j = torch.arange(kh.shape[2], device=qh.device)[None]
+        s = s.masked_fill(j > i, float("-inf"))
+    return torch.logsumexp(s, -1)
+
+
+@pytest.mark.parametrize("layout", ["HND", "NHD", "NHD_FLAT"])
+@pytest.mark.parametrize("sq,sk,d,causal,hq,hkv", [(300, 477, 128, False, 4, 2), (333, 333, 64, True, 2, 2),
+                                                  (1000, 1000, 128, True, 2, 1), (129, 2000, 96, False, 2, 2)])
+def test_lse_against_float64_and_the_reference(layout, sq, sk, d, causal, hq, hkv):
+    from sageattn3 import _lse
+    heads = hq if layout == "NHD_FLAT" else None
+    q, k, v = make_qkv(1, hq, hkv, sq, sk, d, layout=layout)
+    out, lse = _lse.attention_with_lse(q, k, v, layout=layout, heads=heads, is_causal=causal, kernel="hopper")
+    assert lse.shape == (1, hq, sq) and lse.dtype == torch.float32 and lse.is_contiguous()
+    assert not torch.isnan(lse).any()
+    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
+    _check_f64(out, q, k, v, layout, heads, causal)
+    # The K offset (8 sigma) puts sm_scale * q.mean(K) of order 10 into every row: leaving the
+    # smoothing correction out would miss by that much. What remains is the INT8 score error.
+    err = (lse.double() - _lse64(qh, kh, causal)).abs()
+    assert float(err.max()) < 0.05 and float(err.mean()) < 0.01, (float(err.max()), float(err.mean()))
+    import numpy as np
+    arr = [t.float().cpu().numpy() for t in (qh, kh, vh)]
+    _, ref_lse = _C.reference_attention(*arr, mode="int8-fp8", is_causal=causal, smooth_k=True,
+                                        per_block_mean=False, q_block=1, k_block=128, layout="HND",
+                                        granularity="block", return_lse=True)
+    tight = (lse.cpu().double() - torch.from_numpy(np.asarray(ref_lse)).double()).abs()
+    assert float(tight.max()) < 2e-3, float(tight.max())
+
+
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_ring_of_hopper_calls_merges_to_full_attention(parts):
+    """Each K/V chunk through the kernel (its own K mean and scales), merged by LSE."""
+    from sageattn3 import _lse
+    from sageattn3.parallel import merge_attention
+    sq, sk = 700, 4099
+    q, k, v = make_qkv(1, 4, 4, sq, sk, 128, layout="NHD")
+    cuts = sorted(torch.randperm(sk - 1)[: parts - 1].add(1).tolist())
+    edges = [0] + cuts + [sk]
+    sageattn3.reset_stats()
+    acc = None
+    for a, b in zip(edges[:-1], edges[1:]):
+        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", kernel="hopper")
+        acc = (o.float(), l) if acc is None else merge_attention(acc[0], acc[1], o, l, layout="NHD")
+    assert sageattn3.stats()["served"].get("hopper") == parts
+    full = ref64(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+    assert rel_l1(acc[0].transpose(1, 2), full) <= F64_BOUND
+    torch.testing.assert_close(acc[1].double(), _lse64(q.transpose(1, 2), k.transpose(1, 2), False),
+                               atol=0.05, rtol=0)
+
+
+def test_public_api_return_lse_is_served_by_the_kernel():
+    sageattn3.reset_stats()
+    q, k, v = make_qkv(1, 2, 2, 8192, 8192, 128)
+    out, lse = sageattn3.sageattn(q, k, v, return_lse=True)
+    assert sageattn3.stats()["served"].get("hopper") == 1
+    rows = torch.randperm(8192, device="cuda")[:64].sort().values
+    ref = _lse64(q[:, :, rows], k, False)
+    assert float((lse[:, :, rows].double() - ref).abs().max()) < 0.05
+    # mma can't write the LSE: forced, it declines and SDPA's LSE ops serve the call
+    o2, l2 = sageattn3.sageattn(q, k, v, return_lse=True, kernel="mma")
+    assert sageattn3.stats()["fallback"].get("lse") == 1
+    assert float((l2[:, :, rows].double() - ref).abs().max()) < 1e-2
+
+
+def test_torch_compile_with_return_lse():
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+
+    def f(q, k, v):
+        o, l = sageattn3.sageattn(q * 1.0, k, v, kernel="hopper", return_lse=True)
+        return o + 0.0, l * 1.0
+
+    co, cl = torch.compile(f, fullgraph=True)(q, k, v)
+    eo, el = f(q, k, v)
+    assert torch.equal(co, eo) and torch.equal(cl, el)

@@ -18,12 +18,13 @@ from sageattn3.comfyui import node as node_mod  # noqa: E402
 
 
 def test_plans():
-    assert _policy.plan(90, "auto", "auto") == ("sdpa",)
+    assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
     assert _policy.plan(89, "auto", "auto") == (("mma", "fp8"),)
     assert _policy.plan(86, "auto", "auto") == (("mma", "fp16"),)
     assert _policy.plan(120, "auto", "fp16") == (("mma", "fp16"),)
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
     assert _policy.min_scores("auto") == _policy.MIN_SCORES_PER_HEAD and _policy.min_scores("mma") == 0
+    assert _policy.min_scores("auto", 90) == 8192 * 8192 and _policy.min_scores("hopper", 90) == 0
 
 
 def test_choices_are_generated_from_the_policy():
@@ -38,7 +39,7 @@ def test_choices_are_generated_from_the_policy():
 
 @pytest.mark.parametrize("arch", [80, 86, 89, 90, 120])
 def test_info_route_table_says_what_the_dispatcher_does(arch):
-    dev = {"name": "fake", "sm_arch": arch, "families": ["mma"]}
+    dev = {"name": "fake", "sm_arch": arch, "families": ["hopper", "mma"] if arch == 90 else ["mma"]}
     build = {"cuda": True, "cuda_archs": ["sm_90a"]}
     main = _info._routes(dev, build, True)[0]
     first = _policy.plan(arch, "auto", "auto")[0]
@@ -87,7 +88,7 @@ def test_serve_reports_the_family_refusal(gpu_like):
     q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
     p = StubProblem(q, arch=90, answer=(None, "sdpa_faster", "details"))
     assert _dispatch._serve(p, q, q, q, "auto", "auto") == (None, "sdpa_faster", "details")
-    assert p.selected == [(("sdpa",), _policy.MIN_SCORES_PER_HEAD)]
+    assert p.selected == [((("hopper", "fp8"), "sdpa"), 8192 * 8192)]
     p = StubProblem(q, arch=90, answer=(None, "smem_limit", "needs 114688 bytes"))
     assert _dispatch._serve(p, q, q, q, "mma", "fp16")[1] == "smem_limit"
     assert p.selected == [((("mma", "fp16"),), 0)]
@@ -112,6 +113,8 @@ def test_why_no_kernels(monkeypatch):
     monkeypatch.setattr(_dispatch, "device_facts", lambda i: facts)
     assert _dispatch.why_no_kernels(0) == "no compiled kernel for sm_75 (Tesla T4)"
     facts = {"name": "H100", "sm_arch": 90, "families": ["mma"]}
-    assert _dispatch.why_no_kernels(0) is None  # auto order is ("sdpa",): nothing is missing
+    assert _dispatch.why_no_kernels(0) == "no compiled kernel for sm_90 (H100)"  # auto uses hopper there
+    facts = {"name": "H100", "sm_arch": 90, "families": ["hopper", "mma"]}
+    assert _dispatch.why_no_kernels(0) is None
     facts = {"name": "RTX 4090", "sm_arch": 89, "families": ["mma"]}
     assert _dispatch.why_no_kernels(0) is None

@@ -61,7 +61,7 @@ typedef struct sa3_problem {
     int device;        /* CUDA ordinal; SA3_DEVICE_NONE_CPU / SA3_DEVICE_NONE_OTHER otherwise */
 
     /* Optional log-sum-exp output, (B, Hq, Sq) fp32, natural log, unit s stride; NULL = not
-     * wanted. Not written by any kernel yet. */
+     * wanted. A family that can't write it declines in supports() (reason "lse"). */
     float *lse;
     int64_t lse_stride_b, lse_stride_h;
 } sa3_problem;

@@ -16,6 +16,10 @@ const char *mma_supports(const sa3_problem *p, const sa3_options *opt, const sa3
                          size_t detail_len) {
     const char *why = sa3_problem_common_supports(p, detail, detail_len);
     if (why != NULL) return why;
+    if (p->lse != NULL) {
+        snprintf(detail, detail_len, "the mma kernel does not write the LSE");
+        return "lse";
+    }
     if (p->head_dim < 32 || p->head_dim > 256 || p->head_dim % 8 != 0) {
         snprintf(detail, detail_len, "head dim %lld: the mma kernels take multiples of 8 in 32..256",
                  (long long)p->head_dim);
