@@ -206,8 +206,9 @@ def test_lse_against_float64_and_the_reference(layout, sq, sk, d, causal, hq, hk
     out, lse = _lse.attention_with_lse(q, k, v, layout=layout, heads=heads, is_causal=causal, kernel="hopper")
     assert lse.shape == (1, hq, sq) and lse.dtype == torch.float32 and lse.is_contiguous()
     assert not torch.isnan(lse).any()
-    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
-    _check_f64(out, q, k, v, layout, heads, causal)
+    qh = to_hnd(q, layout, hq)
+    kh, vh = (to_hnd(t, layout, hkv) for t in (k, v))  # GQA: K/V have their own head count
+    _check_f64(to_hnd(out, layout, hq), qh, kh, vh, "HND", None, causal)
     # The K offset (8 sigma) puts sm_scale * q.mean(K) of order 10 into every row: leaving the
     # smoothing correction out would miss by that much. What remains is the INT8 score error.
     err = (lse.double() - _lse64(qh, kh, causal)).abs()
