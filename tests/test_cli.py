@@ -26,6 +26,14 @@ def _cuda() -> bool:
         return False
 
 
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
 PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(_info.__file__)))
 
 
@@ -68,7 +76,9 @@ def test_check_exits_0_on_cpu(tmp_path):
     rep = json.loads(out.read_text())
     assert rep["ok"] and rep["seed"] == 7
     sections = {x["section"] for x in rep["results"] if x["status"] == "PASS"}
-    assert "reference" in sections and "sdpa" in sections
+    assert "reference" in sections
+    if _torch_importable():  # the SDPA section needs torch (the installed-wheel test runs without it)
+        assert "sdpa" in sections
     modes = {x["mode"] for x in rep["results"] if x["section"] == "reference"}
     assert modes == {"exact", "int8-fp16", "int8-fp8", "nvfp4"}
     # the GPU section says why it did not run
