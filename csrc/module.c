@@ -7,6 +7,8 @@
 #define SA3_NUMPY_DEFINE_API
 #include "sa3_numpy.h"
 
+#include <stdint.h>
+
 #include "sa3_intake.h"
 #include "sa3_module.h"
 #include "sa3_py.h"
@@ -143,7 +145,9 @@ static void sa3_free(void *module) {
 }
 
 static PyModuleDef_Slot sa3_slots[] = {
-    {Py_mod_exec, (void *)sa3_exec},
+    /* The slot holds a void *; ISO C converts a function pointer to an object pointer only
+     * through an integer (C11 6.3.2.3), so -pedantic-errors builds accept this form. */
+    {Py_mod_exec, (void *)(uintptr_t)sa3_exec},
     {0, NULL},
 };
 
