@@ -99,7 +99,7 @@ for py in "${PYTHONS[@]}"; do
   fi
   rm -rf "$WORK/src/build"
   start=$(date +%s)
-  log "python $ver: building (archs ${ARCHS:-default}, PTX ${PTX:+compute_$PTX}${PTX:-none})"
+  log "python $ver: building (archs ${ARCHS:-default}, PTX $([ -n "$PTX" ] && echo "compute_$PTX" || echo none))"
   (cd "$WORK/src" && SAGEATTN3_CUDA_ARCHS=$ARCHS SAGEATTN3_CUDA_PTX=$PTX \
      "$py" -m pip wheel -v . "${flags[@]}" >"$WORK/build-$ver.log" 2>&1) || {
     tail -40 "$WORK/build-$ver.log" >&2; log "python $ver: build FAILED"; exit 1; }
