@@ -12,7 +12,7 @@
 #include "sa3_intake.h"
 #include "sa3_module.h"
 #include "sa3_py.h"
-#include "../cuda/sa3_launch.h"
+#include "sa3_registry.h"
 
 #ifndef SA3_CUDA_ARCHS
 #define SA3_CUDA_ARCHS ""
@@ -38,26 +38,37 @@
 PyObject *sa3_py_build_info(PyObject *module, PyObject *unused) {
     (void)module;
     (void)unused;
-    PyObject *archs = NULL, *sep = NULL, *all = NULL, *d = NULL;
+    PyObject *archs = NULL, *sep = NULL, *all = NULL, *d = NULL, *kernels = NULL;
+    int i;
+    kernels = PyList_New(0);
+    if (kernels == NULL) return NULL;
+    for (i = 0; i < sa3_registry_count(); i++) {
+        PyObject *name = PyUnicode_FromString(sa3_registry_at(i)->name);
+        if (name == NULL || PyList_Append(kernels, name) < 0) {
+            Py_XDECREF(name);
+            goto done;
+        }
+        Py_DECREF(name);
+    }
 #ifdef SA3_HAVE_CUDA
     all = PyUnicode_FromString(SA3_CUDA_ARCHS);
     sep = PyUnicode_FromString(";");
     if (all == NULL || sep == NULL) goto done;
     archs = PyUnicode_Split(all, sep, -1);
     if (archs == NULL) goto done;
-    d = Py_BuildValue("{s:O,s:O,s:O,s:s,s:s,s:[s]}", "cuda", Py_True, "why_no_cuda", Py_None,
-                      "cuda_archs", archs, "cuda_version", SA3_CUDA_VERSION, "compiler", SA3_COMPILER,
-                      "kernels", "mma");
+    d = Py_BuildValue("{s:O,s:O,s:O,s:s,s:s,s:O}", "cuda", Py_True, "why_no_cuda", Py_None, "cuda_archs", archs,
+                      "cuda_version", SA3_CUDA_VERSION, "compiler", SA3_COMPILER, "kernels", kernels);
 #else
     archs = PyList_New(0);
     if (archs == NULL) goto done;
-    d = Py_BuildValue("{s:O,s:s,s:O,s:O,s:s,s:[]}", "cuda", Py_False, "why_no_cuda", SA3_WHY_NO_CUDA,
-                      "cuda_archs", archs, "cuda_version", Py_None, "compiler", SA3_COMPILER, "kernels");
+    d = Py_BuildValue("{s:O,s:s,s:O,s:O,s:s,s:O}", "cuda", Py_False, "why_no_cuda", SA3_WHY_NO_CUDA, "cuda_archs",
+                      archs, "cuda_version", Py_None, "compiler", SA3_COMPILER, "kernels", kernels);
 #endif
 done:
     Py_XDECREF(all);
     Py_XDECREF(sep);
     Py_XDECREF(archs);
+    Py_XDECREF(kernels);
     return d;
 }
 
@@ -71,13 +82,13 @@ static PyMethodDef sa3_methods[] = {
      "convert(array, kind) -> float32 ndarray rounded as the kernels round (e4m3, e2m1, bf16, f16, int8)."},
     {"check_attention", (PyCFunction)(void (*)(void))sa3_py_check_attention, METH_VARARGS | METH_KEYWORDS,
      "check_attention(q, k, v, out=None, *, layout, heads, allow_cpu, stream) -> dict: validation only."},
-    {"attention", (PyCFunction)(void (*)(void))sa3_py_attention, METH_FASTCALL | METH_KEYWORDS,
-     "attention(q, k, v, out, ws_ptr, ws_bytes, stream, layout, heads, is_causal, sm_scale, pv): "
-     "run the mma kernels on `stream` (no sync, no allocation)."},
-    {"workspace_bytes", (PyCFunction)(void (*)(void))sa3_py_workspace_bytes, METH_VARARGS | METH_KEYWORDS,
-     "workspace_bytes(batch, heads_kv, seq_k, head_dim, pv) -> int"},
+    {"problem", (PyCFunction)(void (*)(void))sa3_py_problem, METH_FASTCALL | METH_KEYWORDS,
+     "problem(q, k, v, layout=None, heads=None, is_causal=False, sm_scale=None, attn_mask=None) -> Problem: "
+     "the one validation of an attention call (TypeError/ValueError naming the argument)."},
+    {"families", (PyCFunction)sa3_py_families, METH_NOARGS,
+     "families() -> tuple of {'name', 'archs'}: the kernel families compiled into this build."},
     {"device_info", (PyCFunction)sa3_py_device_info, METH_VARARGS,
-     "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, mma_supported, default_pv."},
+     "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, families (compiled ones that run here)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -95,6 +106,7 @@ static int sa3_exec(PyObject *module) {
         PyExc_ValueError, NULL);
     if (st->unsupported_error == NULL) return -1;
     if (PyModule_AddObjectRef(module, "UnsupportedError", st->unsupported_error) < 0) return -1;
+    if (sa3_problem_type_init(module) < 0) return -1;
     if (sa3_intern(&st->str_data_ptr, "data_ptr") < 0 || sa3_intern(&st->str_stride, "stride") < 0 ||
         sa3_intern(&st->str_shape, "shape") < 0 || sa3_intern(&st->str_dtype, "dtype") < 0 ||
         sa3_intern(&st->str_get_device, "get_device") < 0 || sa3_intern(&st->str_is_cuda, "is_cuda") < 0 ||
@@ -112,6 +124,7 @@ static int sa3_exec(PyObject *module) {
 static int sa3_traverse(PyObject *module, visitproc visit, void *arg) {
     sa3_module_state *st = sa3_state(module);
     Py_VISIT(st->unsupported_error);
+    Py_VISIT(st->problem_type);
     Py_VISIT(st->torch_tensor_type);
     Py_VISIT(st->torch_float16);
     Py_VISIT(st->torch_bfloat16);
@@ -124,6 +137,7 @@ static int sa3_clear(PyObject *module) {
     sa3_module_state *st = sa3_state(module);
     sa3_intake_clear_state(st);
     Py_CLEAR(st->unsupported_error);
+    Py_CLEAR(st->problem_type);
     Py_CLEAR(st->torch_tensor_type);
     Py_CLEAR(st->torch_float16);
     Py_CLEAR(st->torch_bfloat16);

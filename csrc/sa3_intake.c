@@ -658,3 +658,25 @@ int sa3_intake(sa3_module_state *st, PyObject *obj, const char *argname, long lo
     }
     return rc;
 }
+
+int sa3_intake_torch_only(sa3_module_state *st, PyObject *obj, const char *argname, sa3_tensor *out) {
+    memset(out, 0, sizeof *out);
+    out->dtype = SA3_DTYPE_INVALID;
+    out->dtype_name = "unknown dtype";
+    out->source = "tensor";
+    if (st->torch_tensor_type == NULL && sa3_lookup_torch(st) < 0) return -1;
+    if (obj == NULL || st->torch_tensor_type == NULL ||
+        !PyObject_TypeCheck(obj, (PyTypeObject *)st->torch_tensor_type)) {
+        sa3_raise(st, SA3_ERR_TYPE, "%s: expected a torch.Tensor, got %.100s", argname,
+                  obj == NULL ? "nothing" : Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (sa3_ensure_constants(st) < 0) return -1;
+    if (sa3_intake_torch(st, obj, argname, out) < 0) {
+        sa3_intake_release(out);
+        out->data = NULL;
+        out->ndim = 0;
+        return -1;
+    }
+    return 0;
+}

@@ -35,6 +35,10 @@
  * out->dtype_name says what it was, so the caller can word the error. */
 int sa3_intake(sa3_module_state *st, PyObject *obj, const char *argname, long long stream, sa3_tensor *out);
 
+/* The torch route only, for the torch API (sageattn(), the custom op, the ComfyUI override):
+ * anything but a torch.Tensor is a TypeError naming `argname`. Same contract otherwise. */
+int sa3_intake_torch_only(sa3_module_state *st, PyObject *obj, const char *argname, sa3_tensor *out);
+
 /* Like sa3_tensor_release(), but a pending Python exception survives the owner's
  * destructor (DLPack capsule destructors are producer code). Use it on error paths. */
 void sa3_intake_release(sa3_tensor *t);

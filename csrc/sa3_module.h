@@ -10,17 +10,18 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include "../cuda/sa3_params.h"
+#include "sa3_family.h"
 
 #define SA3_MAX_DEVICES 64
 
-/* Facts about one CUDA device, filled on first use (cuda/sa3_device.cu). */
-typedef struct sa3_device_facts {
-    int known;      /* 0 until queried */
-    int sm_arch;    /* 10*major + minor */
-    int sm_count;
-    int smem_optin; /* max dynamic shared memory per block after opt-in, bytes */
-} sa3_device_facts;
+/* Facts about one CUDA device, queried on first use (cuda/common/sa3_device.cu) and kept,
+ * failure included (a driver older than the runtime fails the same way every time). */
+typedef struct sa3_device_slot {
+    int state; /* 0 not queried yet, 1 facts valid, -1 the query failed (status/error say why) */
+    sa3_device_facts facts;
+    sa3_status status;
+    char error[200];
+} sa3_device_slot;
 
 typedef struct sa3_module_state {
     PyObject *unsupported_error; /* sageattn3._C.UnsupportedError, subclass of ValueError */
@@ -41,7 +42,9 @@ typedef struct sa3_module_state {
     PyObject *dlpack_kwnames;           /* ("stream",): the pre-1.0 call, on TypeError */
     PyObject *dlpack_max_version;       /* (1, 0): the newest DLPack ABI we can read */
 
-    sa3_device_facts devices[SA3_MAX_DEVICES];
+    PyObject *problem_type; /* sageattn3._C.Problem (csrc/py_problem.c) */
+
+    sa3_device_slot devices[SA3_MAX_DEVICES];
 } sa3_module_state;
 
 static inline sa3_module_state *sa3_state(PyObject *module) {
@@ -51,5 +54,10 @@ static inline sa3_module_state *sa3_state(PyObject *module) {
 /* Set a Python exception for `status` with a printf-style message; always returns NULL so
  * callers can `return sa3_raise(...)`. Defined in sa3_errors.c (the one mapping place). */
 PyObject *sa3_raise(sa3_module_state *st, sa3_status status, const char *fmt, ...);
+
+/* Facts of CUDA device `device`, cached in the state. NULL with an exception set (ValueError
+ * for a bad index, UnsupportedError/RuntimeError with the query's reason) when unknown; with
+ * raise_error == 0 it returns NULL without raising and *slot_out says why. */
+const sa3_device_facts *sa3_device(sa3_module_state *st, int device, int raise_error, const sa3_device_slot **slot_out);
 
 #endif /* SA3_MODULE_H */

@@ -17,9 +17,13 @@ PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs);
 /* py_check.c: run intake + validation only; returns a dict describing the call (test hook). */
 PyObject *sa3_py_check_attention(PyObject *module, PyObject *args, PyObject *kwargs);
 
-/* py_attention.c: the hot path (vectorcall convention), workspace size, device facts. */
-PyObject *sa3_py_attention(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-PyObject *sa3_py_workspace_bytes(PyObject *module, PyObject *args, PyObject *kwargs);
+/* py_problem.c: the hot path: problem() (vectorcall) and the Problem type (select, launch,
+ * supports, workspace_bytes). */
+PyObject *sa3_py_problem(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+int sa3_problem_type_init(PyObject *module);
+
+/* py_device.c: device facts and the families compiled. */
 PyObject *sa3_py_device_info(PyObject *module, PyObject *args);
+PyObject *sa3_py_families(PyObject *module, PyObject *unused);
 
 #endif /* SA3_PY_H */

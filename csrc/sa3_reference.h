@@ -8,7 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "../cuda/sa3_params.h"
+#include "sa3_params.h"
 
 typedef enum sa3_ref_mode {
     SA3_REF_EXACT = 0,     /* fp32 attention, no quantization */

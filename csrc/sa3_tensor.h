@@ -10,7 +10,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
-#include "../cuda/sa3_params.h"
+#include "sa3_params.h"
 
 #define SA3_MAX_NDIM 4
 

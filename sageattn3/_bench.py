@@ -53,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import _peers, _stats
+from . import _peers, _policy, _stats
 from ._ext import _C
 
 ACC_ROWS = 256
@@ -340,7 +340,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             facts = _C.device_info(torch.cuda.current_device())
         except Exception:
             facts = None
-    kernel_pv = pv if pv != "auto" else (facts or {}).get("default_pv", "fp16")
+    kernel_pv = pv if pv != "auto" else _policy.default_pv("mma", int((facts or {}).get("sm_arch", 0)))
 
     cur = {"q": q, "k": k, "v": v}  # the inputs every backend reads (the accuracy pass swaps K)
 
@@ -380,7 +380,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
     def resolve_mma():
         if not has_kernels:
             raise _Unavailable("unavailable: " + (str(_C.build_info().get("why_no_cuda")) if _C else "no extension"))
-        if facts is not None and not facts.get("mma_supported"):
+        if facts is not None and "mma" not in facts.get("families", ()):
             raise _Unavailable(f"unavailable: no kernel for sm_{facts.get('sm_arch')}")
         r = route_of(call_mma_api)
         if r == "mma":
@@ -392,7 +392,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             torch.cuda.synchronize()
         except unsupported as exc:
             raise _Unavailable(f"unavailable: kernel declined: {exc}") from None
-        routes["mma"] = f"direct _C.attention (dispatcher: {r})"
+        routes["mma"] = f"direct run_family('mma') (dispatcher: {r})"
         return call_mma_direct
 
     def resolve_peer(peer):

@@ -59,7 +59,7 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from . import _stats
+from . import _policy, _stats
 from ._ext import LOAD_ERROR, _C
 
 BOUNDS = {"exact": 1e-5, "int8-fp16": 0.016, "int8-fp8": 0.045, "nvfp4": 0.236}  # at sigma_s <= 1
@@ -400,21 +400,12 @@ GPU_CASES = [
 
 
 def _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv):
-    """What _dispatch.try_attention does once it has decided on the kernel, but into a caller
-    supplied (poisoned) output and without the short-sequence policy."""
+    """The mma family on this call, into a caller-supplied (poisoned) output, without the
+    dispatcher's policy (short sequences, per-arch order): `_dispatch.run_family`."""
     from . import _dispatch
 
-    b, hq, hkv, sq, sk, d = _dispatch._shape(q, k, layout, heads)
-    nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
-    ws = torch.empty(max(nbytes, 256), dtype=torch.uint8, device=q.device)
-    dev = q.get_device()
-    try:
-        stream = torch._C._cuda_getCurrentRawStream(dev)
-    except Exception:
-        stream = torch.cuda.current_stream(q.device).cuda_stream
-    _C.attention(q, k, v, out, ws.data_ptr(), nbytes, stream, layout, heads or 0, bool(causal),
-                 math.nan if scale is None else float(scale), pv)
-    return ws
+    return _dispatch.run_family("mma", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
+                                out=out)
 
 
 def _gpu_skip_reason(torch) -> Optional[str]:
@@ -431,7 +422,7 @@ def _gpu_skip_reason(torch) -> Optional[str]:
     if not bi.get("cuda"):
         return "this build has no CUDA kernels: " + str(bi.get("why_no_cuda"))
     facts = _C.device_info(torch.cuda.current_device())
-    if not facts.get("mma_supported"):
+    if "mma" not in facts.get("families", ()):
         return f"no compiled kernel for sm_{facts.get('sm_arch')} ({facts.get('name')}); compiled: " \
                f"{', '.join(bi.get('cuda_archs') or [])}"
     return None
@@ -529,7 +520,7 @@ def _check_public_api(torch, gen, emit) -> None:
     label = f"public sageattn(kernel=mma), NHD_FLAT ({b},{h},{s},{d})"
     t0 = time.perf_counter()
     q, k, v = make_inputs(torch, gen, b, h, h, s, s, d, layout="NHD_FLAT", device="cuda", k_offset=True)
-    pv = _C.device_info(q.get_device())["default_pv"]
+    pv = _policy.default_pv("mma", int(_C.device_info(q.get_device())["sm_arch"]))
     res = Result("kernel", label, f"pv={pv}", bound=bound(PV_MODE[pv], d) + OUT_ROUNDING["bfloat16"])
     # Poison the caching allocator: the output block most likely reuses this NaN-filled one.
     junk = torch.full_like(q, float("nan"))

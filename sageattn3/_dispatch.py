@@ -1,16 +1,18 @@
-"""Dispatch policy: decide per call whether a sageattn3 kernel serves it, run it, or say why not.
+"""The per-call decision: validate in C, ask the policy's families, run one or say why not.
 
-`try_attention` is the one decision point. It never raises for calls it cannot serve; it
-returns `(None, reason)` so each caller picks its own fallback (SDPA in the public API,
-ComfyUI's own attention function in the node). Everything here is O(1) Python per call:
-no per-element work, no host-device synchronization.
+Every entry (sageattn, sageattn3_blackwell, the custom op, the ComfyUI override) comes through
+`problem()`: `_C.problem` validates the call once (TypeError/ValueError naming the argument)
+and returns a Problem. `_serve` then asks it, in the policy's order (`_policy.plan`), which
+family serves the call (`Problem.select`, answered in C by each family's supports()), and
+launches it on torch's current stream with torch-allocated output and workspace. A call no
+family serves gets a short fixed reason key plus details. Everything here is O(1) Python per
+call: no per-element work, no host-device synchronization.
 """
 from __future__ import annotations
 
-import math
 from typing import Optional, Tuple
 
-from . import _stats
+from . import _policy, _stats
 from ._ext import _C, LOAD_ERROR
 
 try:  # torch is optional for `import sageattn3`
@@ -21,78 +23,89 @@ except ImportError:  # pragma: no cover - exercised in a subprocess test
     F = None
 
 LAYOUTS = ("HND", "NHD", "NHD_FLAT")
-KERNELS = ("auto", "mma", "sdpa")
-PV_MODES = ("auto", "fp16", "fp8")
-
-# With kernel="auto", calls smaller than this many score elements per (batch*head) go to
-# SDPA: launch and quantization overhead dominate there.
-MIN_SCORES_PER_HEAD = 1024 * 1024
-
-# Architectures where kernel="auto" keeps SDPA because it measured faster than every kernel
-# we have there. sm_90 (H100/H200): cuDNN SDPA runs ~570-635 TOPS at D=128, the mma kernel
-# 0.66-0.92x of it from 4.6k tokens up, 0.49x at 1k (benchmarks/results/); the wgmma Hopper
-# kernel that should win there is not built yet.
-# kernel="mma" still forces the mma kernel.
-SDPA_FASTER_ON = {90: "on sm_90 cuDNN SDPA is faster than the mma kernel (measured on H100); "
-                      "the Hopper wgmma kernel is not built yet"}
-
-_workspace_cache: dict = {}
-_device_cache: dict = {}
+KERNELS = _policy.KERNEL_CHOICES
+PV_MODES = _policy.PV_MODES
 
 
-def _no_kernel_reason() -> Optional[str]:
+def _no_kernel_reason() -> Optional[Tuple[str, str]]:
     if _C is None:
-        return LOAD_ERROR
+        return "no_extension", LOAD_ERROR
     info = _C.build_info()
     if not info.get("cuda"):
-        return "built without CUDA kernels: " + str(info.get("why_no_cuda"))
+        return "no_cuda_build", "built without CUDA kernels: " + str(info.get("why_no_cuda"))
     return None
 
 
-_STATIC_REASON = _no_kernel_reason()
+_STATIC = _no_kernel_reason()
+_STATIC_REASON = _STATIC[1] if _STATIC else None  # why no kernel can run in this process, or None
+
+_device_cache: dict = {}
 
 
-def _device_facts(index: int) -> dict:
-    """_C.device_info, cached; on a CUDA error (e.g. a driver older than our runtime) a
-    dict with mma_supported=False and the reason, so calls fall back instead of raising."""
+def device_facts(index: int) -> dict:
+    """_C.device_info(index) (name, sm_arch, sm_count, smem_optin, families), cached; on a CUDA
+    error (e.g. a driver older than our runtime) a dict with "error" and no families."""
     facts = _device_cache.get(index)
     if facts is None:
         try:
-            facts = _C.device_info(index)
+            facts = dict(_C.device_info(index))
         except Exception as exc:  # noqa: BLE001 - any failure here means "can't serve"
-            facts = {"name": f"cuda:{index}", "sm_arch": 0, "mma_supported": False, "default_pv": "fp16",
+            facts = {"name": f"cuda:{index}", "sm_arch": 0, "families": [],
                      "error": f"querying the device failed: {exc}"}
         _device_cache[index] = facts
     return facts
 
 
-def _shape(q, k, layout: str, heads: Optional[int]):
-    """(B, Hq, Hkv, Sq, Sk, D) from the caller's layout, without touching data."""
-    if layout == "HND":
-        b, hq, sq, d = q.shape
-        hkv, sk = k.shape[1], k.shape[2]
-    elif layout == "NHD":
-        b, sq, hq, d = q.shape
-        sk, hkv = k.shape[1], k.shape[2]
-    else:
-        b, sq, hd = q.shape
-        if not heads or hd % heads:
-            raise ValueError(f"q: layout 'NHD_FLAT' needs a last dim that is a multiple of heads={heads} "
-                             f"(B, S, H*D), got shape {tuple(q.shape)}")
-        hq = heads
-        d = hd // heads
-        sk = k.shape[1]
-        if d == 0 or k.shape[2] % d:
-            raise ValueError(f"k: layout 'NHD_FLAT' needs a last dim that is a multiple of the head dim {d} "
-                             f"(q {tuple(q.shape)} with heads={heads}), got shape {tuple(k.shape)}")
-        hkv = k.shape[2] // d
-    return b, hq, hkv, sq, sk, d
+def why_no_kernels(index: Optional[int]) -> Optional[str]:
+    """Why no family of the auto policy can run on CUDA device `index` at all, or None."""
+    if _STATIC_REASON is not None:
+        return _STATIC_REASON
+    if index is None:
+        return None
+    facts = device_facts(index)
+    if facts.get("error"):
+        return facts["error"]
+    arch = facts.get("sm_arch")
+    order = [f for f in _policy.auto_order(arch) if f != "sdpa"]
+    if order and not any(f in facts.get("families", ()) for f in order):
+        return f"no compiled kernel for sm_{arch} ({facts.get('name')})"
+    return None
 
 
-def _v_head_dim(q, v, layout: str, heads: Optional[int], hkv: int, d: int) -> int:
-    if layout != "NHD_FLAT":
-        return v.shape[-1]
-    return v.shape[-1] // hkv if hkv else d
+def problem(q, k, v, layout: str = "HND", heads: Optional[int] = None, is_causal: bool = False,
+            sm_scale=None, attn_mask=None):
+    """The one validation of a call (C): a Problem, or TypeError/ValueError naming the argument."""
+    if _C is None:
+        raise ImportError(f"sageattn3 attention needs its C extension: {LOAD_ERROR}")
+    return _C.problem(q, k, v, layout, heads, is_causal, sm_scale, attn_mask)
+
+
+def _serve(prob, q, k, v, kernel: str, pv: str):
+    """(out, None, None) when a family ran, else (None, reason_key, details)."""
+    if kernel == "sdpa":
+        return None, "requested", "kernel='sdpa'"
+    if _STATIC is not None:
+        return None, _STATIC[0], _STATIC[1]
+    dev = prob.device
+    if dev < 0:
+        if dev == -1:
+            return None, "cpu", "tensors are on the CPU; kernels are CUDA only"
+        return None, "device", "tensors are on a device other than CPU/CUDA"
+    if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
+        return None, "requires_grad", "sageattn3 has no backward kernel"
+    r = prob.select(_policy.plan(prob.sm_arch, kernel, pv), _policy.min_scores(kernel))
+    if r[0] is None:
+        return None, r[1], r[2]
+    family, nbytes = r
+    out = torch.empty_like(q)
+    ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
+    try:
+        prob.launch(out, ws.data_ptr(), nbytes, torch._C._cuda_getCurrentRawStream(dev))
+    except _C.UnsupportedError as exc:
+        msg = str(exc)
+        return None, msg.split(":", 1)[0], msg
+    _stats.record_served(family)
+    return out, None, None
 
 
 def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
@@ -100,94 +113,75 @@ def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
                   kernel: str = "auto", pv: str = "auto") -> Tuple[Optional["torch.Tensor"], Optional[str]]:
     """Run a sageattn3 kernel on q/k/v if one can serve the call.
 
-    layout: "HND" (B,H,S,D), "NHD" (B,S,H,D) or "NHD_FLAT" (B,S,H*D) with `heads` given
-    (ComfyUI's layout). Returns (out, None) with `out` shaped and laid out like `q`, or
-    (None, reason) when the call must go elsewhere. Raises only for invalid arguments
-    (TypeError/ValueError), never for "can't serve".
+    Returns (out, None) with `out` shaped and laid out like `q`, or (None, reason_key) when the
+    call must go elsewhere (the reason's details are logged once). Raises only for invalid
+    calls (TypeError/ValueError from the C validation), never for "can't serve".
     """
-    # (B,S,H*D) is validated first, on every path: a last dim that isn't heads*D is a
-    # ValueError, never a silent SDPA call on a misread view. Other layouts are read below.
-    dims = _shape(q, k, layout, heads) if layout == "NHD_FLAT" else None
-    if kernel == "sdpa":
-        return None, "kernel='sdpa' requested"
-    if _STATIC_REASON is not None:
-        return None, _STATIC_REASON
-    if not q.is_cuda:
-        return None, "tensors are not on a CUDA device"
-    if q.requires_grad or k.requires_grad or v.requires_grad:
-        if torch.is_grad_enabled():
-            return None, "requires_grad: sageattn3 has no backward kernel"
-    if q.dtype is not torch.float16 and q.dtype is not torch.bfloat16:
-        return None, f"dtype {q.dtype}: kernels take float16/bfloat16"
-    b, hq, hkv, sq, sk, d = dims or _shape(q, k, layout, heads)
-    # Cases SDPA serves but the kernels don't, decided before sizing the workspace.
-    if 0 in (b, hq, hkv, sq, sk, d):
-        return None, "empty tensor"
-    if _v_head_dim(q, v, layout, heads, hkv, d) != d:
-        return None, "v's head dim differs from q/k's"
-    if d < 32 or d > 256 or d % 8:
-        return None, f"head dim {d}: kernels take multiples of 8 in 32..256"
-    dev = q.get_device()
-    facts = _device_facts(dev)
-    if not facts["mma_supported"]:
-        return None, facts.get("error") or f"no compiled kernel for sm_{facts['sm_arch']} ({facts['name']})"
-    if kernel == "auto":
-        if facts["sm_arch"] in SDPA_FASTER_ON:
-            return None, SDPA_FASTER_ON[facts["sm_arch"]]
-        if sq * sk < MIN_SCORES_PER_HEAD:
-            return None, "short sequence: SDPA is faster there"
-    if pv == "auto":
-        pv = facts["default_pv"]
-    key = (b, hkv, sk, d, pv)
-    nbytes = _workspace_cache.get(key)
-    if nbytes is None:
-        nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
-        _workspace_cache[key] = nbytes
-    out = torch.empty_like(q)
-    ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
-    stream = torch._C._cuda_getCurrentRawStream(dev)
-    try:
-        _C.attention(q, k, v, out, ws.data_ptr(), nbytes, stream, layout,
-                     heads if heads is not None else 0, bool(is_causal),
-                     math.nan if sm_scale is None else float(sm_scale), pv)
-    except _C.UnsupportedError as exc:
-        return None, str(exc)
-    _stats.record_served("mma")
-    return out, None
+    prob = problem(q, k, v, layout, heads, is_causal, sm_scale)
+    out, key, detail = _serve(prob, q, k, v, kernel, pv)
+    if out is None:
+        _stats.log_reason(key, detail)
+    return out, key
 
 
-def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale: Optional[float],
+def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale,
         kernel: str, pv: str, attn_mask=None):
     """A sageattn3 kernel when one serves the call, else SDPA (the reason logged once and
-    counted in stats()). The one fallback decision shared by the API and the custom op."""
+    counted in stats()). The one decision shared by the API and the custom op."""
+    prob = problem(q, k, v, layout, heads, is_causal, sm_scale, attn_mask)
     if attn_mask is not None:
-        if layout == "NHD_FLAT":
-            _shape(q, k, layout, heads)  # same validation try_attention does first
-        reason = "attn_mask given: kernels take no mask"
+        key, detail = "mask", "attn_mask given: kernels take no mask"
     else:
-        out, reason = try_attention(q, k, v, layout=layout, heads=heads, is_causal=is_causal,
-                                    sm_scale=sm_scale, kernel=kernel, pv=pv)
+        out, key, detail = _serve(prob, q, k, v, kernel, pv)
         if out is not None:
             return out
-    _stats.record_fallback(reason)
-    return sdpa(q, k, v, layout=layout, heads=heads, attn_mask=attn_mask, is_causal=is_causal,
-                sm_scale=sm_scale)
+    _stats.record_fallback(key, detail)
+    return sdpa(q, k, v, layout=prob.layout, heads=prob.heads_q, attn_mask=attn_mask,
+                is_causal=prob.is_causal, sm_scale=sm_scale)
+
+
+def run_family(family: str, q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
+               causal: bool = False, scale: Optional[float] = None, pv: str = "fp16", out=None,
+               poison: bool = False):
+    """Run kernel family `family` on the call, or raise `_C.UnsupportedError("<key>: <details>")`.
+
+    The one way checks, benchmarks, tests and scripts run a kernel directly: same validation,
+    same supports() and launch as the dispatcher, no policy and no fallback. `out` (optional)
+    receives the result; `poison=True` fills a fresh output with NaN and the workspace with 0xFF
+    first, so a kernel that skips an element or reads scratch it never wrote is caught.
+    Returns the output tensor.
+    """
+    prob = problem(q, k, v, layout, heads, causal, scale)
+    r = prob.select(((family, pv),), 0)
+    if r[0] is None:
+        raise _C.UnsupportedError(f"{r[1]}: {r[2]}")
+    _, nbytes = r
+    if out is None:
+        out = q.new_empty(prob.out_shape)
+        if poison:
+            out.fill_(float("nan"))
+    if poison:
+        ws = torch.full((nbytes,), 0xFF, dtype=torch.uint8, device=q.device)
+    else:
+        ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
+    prob.launch(out, ws.data_ptr(), nbytes, torch.cuda.current_stream(q.device).cuda_stream)
+    return out
 
 
 def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask=None,
          is_causal: bool = False, sm_scale: Optional[float] = None):
-    """torch SDPA on the caller's layout, output in the same layout (the fallback path)."""
+    """torch SDPA on the caller's layout, output in the same layout (the fallback path).
+    Takes a call `problem()` accepted."""
     if layout == "HND":
         qh, kh, vh = q, k, v
     elif layout == "NHD":
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
     else:
-        b, sq, hd = q.shape
-        d = hd // heads
-        hkv = k.shape[-1] // d
-        qh = q.view(b, sq, heads, d).transpose(1, 2)
-        kh = k.view(k.shape[0], k.shape[1], hkv, d).transpose(1, 2)
-        vh = v.view(v.shape[0], v.shape[1], hkv, -1).transpose(1, 2)  # v's head dim may differ
+        d = q.shape[-1] // heads
+        hkv = k.shape[-1] // d if d else heads
+        qh = q.unflatten(-1, (heads, d)).transpose(1, 2)
+        kh = k.unflatten(-1, (hkv, d)).transpose(1, 2)
+        vh = v.unflatten(-1, (hkv, v.shape[-1] // hkv)).transpose(1, 2)  # v's head dim may differ
     kwargs = {}
     if qh.shape[1] != kh.shape[1]:
         kwargs["enable_gqa"] = True
@@ -202,24 +196,19 @@ def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask
 
 
 def out_shape(q, k, v, layout: str, heads: Optional[int]):
-    """The output's shape: q's, with v's head dim (which SDPA allows to differ)."""
+    """The output's shape from shapes alone (the custom op's fake implementation; the real
+    call is validated in C): q's, with v's head dim."""
+    layout = str(layout).upper()
     if layout != "NHD_FLAT":
         return (*q.shape[:-1], v.shape[-1])
     d = q.shape[-1] // heads
-    hkv = k.shape[-1] // d
+    hkv = k.shape[-1] // d if d else heads
     return (q.shape[0], q.shape[1], heads * (v.shape[-1] // hkv))
 
 
 def validate_args(layout: str, heads: Optional[int], kernel: str, pv: str) -> None:
-    if layout not in LAYOUTS:
-        raise ValueError(f"tensor_layout must be one of {LAYOUTS}, got {layout!r}")
-    if layout == "NHD_FLAT" and (not isinstance(heads, int) or heads <= 0):
-        raise ValueError(f"layout 'NHD_FLAT' needs heads > 0, got {heads!r}")
+    """The policy's own arguments (layout and heads are validated with the tensors, in C)."""
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if pv not in PV_MODES:
         raise ValueError(f"pv must be one of {PV_MODES}, got {pv!r}")
-
-
-def default_scale(d: int) -> float:
-    return 1.0 / math.sqrt(d)

@@ -15,7 +15,7 @@ import platform
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import _stats
+from . import _policy, _stats
 from ._ext import LOAD_ERROR, _C, build_info
 
 # The environment variables the build and the runtime look at (values only, never secrets).
@@ -125,13 +125,13 @@ def _device_count(torch, build: Dict[str, Any]) -> tuple:
 
 
 def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[Dict[str, str]]:
-    """Which path serves which case on this device, and why (mirrors _dispatch.try_attention)."""
-    from . import _dispatch
-
+    """Which path serves which case on this device, and why: generated from the policy tables
+    (sageattn3/_policy.py) that the dispatcher walks, so the two cannot disagree."""
     sdpa = "SDPA"  # torch.nn.functional.scaled_dot_product_attention
-    min_scores = getattr(_dispatch, "MIN_SCORES_PER_HEAD", 1024 * 1024)
+    min_scores = _policy.MIN_SCORES_PER_HEAD
     side = int(min_scores ** 0.5)
     arch = dev.get("sm_arch")
+    fams = list(dev.get("families") or [])
     routes: List[Dict[str, str]] = []
 
     def add(case: str, path: str, why: str) -> None:
@@ -148,37 +148,63 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
         add("every call", sdpa, f"sageattn3._C could not query this device ({dev['error']}), e.g. because the driver is "
             f"older than the CUDA {build.get('cuda_version')} runtime the kernels were built with")
         return routes
-    if not dev.get("mma_supported", False):
+    if not any(f in fams for f in _policy.FAMILIES):
         archs = ", ".join(_compiled_arch_numbers(build)) or "none"
         add("every call", sdpa, f"no compiled kernel runs on sm_{arch} ({dev.get('name')}); compiled: {archs}. "
             f"Rebuild with SAGEATTN3_CUDA_ARCHS including {arch} (needs sm80 or newer).")
         return routes
-    pv = dev.get("default_pv", "fp16")
-    if pv == "fp8":
-        pv_why = "INT8 QK^T + FP8 e4m3 P.V with fp32 accumulate (the faster mma path on this arch)"
-    elif isinstance(arch, int) and arch < 89:
-        pv_why = "INT8 QK^T + 16-bit P.V (FP8 mma needs sm89+)"
+    served = (f"bf16/fp16 CUDA tensors, HND (B,H,S,D) / NHD (B,S,H,D) / NHD_FLAT (B,S,H*D), what the family's "
+              f"supports() takes (mma: {HEAD_DIM_RULE}), GQA/MQA, causal or not, no mask, no grad")
+    order = _policy.auto_order(arch)
+    if order[0] == "sdpa":
+        add(f"default call (kernel='auto'): {served}", sdpa,
+            f"policy for sm_{arch}: SDPA is faster here than every kernel family built so far "
+            "(sageattn3/_policy.py AUTO_ORDER, measurements in cuda/<family>/NOTES.md); kernel='<family>' forces one")
     else:
-        pv_why = "INT8 QK^T + 16-bit P.V (the extension's per-arch default: measured faster than FP8 P.V here)"
-    add(f"bf16/fp16 CUDA tensors, HND (B,H,S,D) / NHD (B,S,H,D) / NHD_FLAT (B,S,H*D), {HEAD_DIM_RULE}, "
-        f"GQA/MQA, causal or not, no mask, no grad, Sq*Sk >= {min_scores:,} (e.g. Sq=Sk >= {side})",
-        f"mma kernel (pv={pv})", pv_why)
-    if isinstance(arch, int) and arch >= 89:
-        add("same, pv='fp8'", "mma kernel (pv=fp8)", "FP8 e4m3 P.V: rel-L1 ~0.035 vs ~0.011 for pv=fp16 (N(0,1) inputs)")
-    else:
-        add("same, pv='fp8'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
-    add("same, pv='fp16'", "mma kernel (pv=fp16)", "most accurate quantized path")
-    add(f"Sq*Sk < {min_scores:,} (short sequences)", sdpa,
-        "launch and quantization overhead dominate there; SDPA is faster")
+        ahead: List[str] = []
+        for f in order:
+            if f == "sdpa":
+                add(f"default call that {', '.join(ahead)} can't serve", sdpa,
+                    f"policy for sm_{arch}: SDPA is faster than the families after it")
+                break
+            pv = _policy.default_pv(f, arch)
+            if f in fams:
+                add(f"default call (kernel='auto'): {served}, Sq*Sk >= {min_scores:,} (e.g. Sq=Sk >= {side})"
+                    + (f", not served by {', '.join(ahead)}" if ahead else ""),
+                    f"{f} kernel (pv={pv})", f"policy for sm_{arch}: {' -> '.join(order)}; {_PV_WHY.get(pv, '')}")
+            else:
+                add(f"default call, family {f}", "skipped", f"{f} is not compiled for sm_{arch} in this build")
+            ahead.append(f)
+        add(f"Sq*Sk < {min_scores:,} (short sequences)", sdpa,
+            "launch and quantization overhead dominate there; SDPA is faster")
+    for f in _policy.FAMILIES:
+        if f not in fams:
+            add(f"kernel='{f}'", sdpa, f"{f} is not compiled for sm_{arch} in this build")
+            continue
+        add(f"kernel='{f}' (forced, any length)", f"{f} kernel (pv={_policy.default_pv(f, arch)})",
+            "calls it can't serve go to SDPA, with its reason")
+        if f == "mma":
+            if isinstance(arch, int) and arch >= 89:
+                add("same, pv='fp8'", "mma kernel (pv=fp8)",
+                    "FP8 e4m3 P.V: rel-L1 ~0.035 vs ~0.011 for pv=fp16 (N(0,1) inputs)")
+            else:
+                add("same, pv='fp8'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
+            add("same, pv='fp16'", "mma kernel (pv=fp16)", "most accurate quantized path")
     add("attn_mask given", sdpa, "kernels take no mask")
     add("float32/float64 tensors", sdpa, "kernels take float16/bfloat16")
     add("requires_grad with grad enabled", sdpa, "no backward kernel")
     add("CPU tensors", sdpa, "kernels are CUDA only")
-    add(f"head dim not ({HEAD_DIM_RULE}), or anything else the C checker rejects", sdpa,
-        "the extension reports UnsupportedError with the reason; logged once, counted in stats()")
+    add("anything a family's supports() refuses (head dim, alignment, shared memory, ...)", sdpa,
+        "a short reason key (e.g. head_dim, misaligned, smem_limit), logged once, counted in stats()")
     add("kernel='sdpa'", sdpa, "requested")
     add("inside torch.compile", "custom op sageattn3::attention", "same policy, opaque to the compiler")
     return routes
+
+
+_PV_WHY = {
+    "fp8": "INT8 QK^T + FP8 e4m3 P.V with fp32 accumulate (the faster path on this arch)",
+    "fp16": "INT8 QK^T + 16-bit P.V (the policy's choice on this arch: FP8 P.V needs sm89+, or measured slower)",
+}
 
 
 def info() -> dict:
@@ -206,7 +232,7 @@ def info() -> dict:
                 dev.update(_device_from_ext(i))
             elif torch is not None:
                 dev.update(_device_from_torch(torch, i))
-                dev["mma_supported"] = False
+                dev["families"] = []
         except Exception as exc:
             dev["error"] = f"{type(exc).__name__}: {exc}"
             if torch is not None:
@@ -214,7 +240,7 @@ def info() -> dict:
                     dev.update(_device_from_torch(torch, i))
                 except Exception:
                     pass
-            dev["mma_supported"] = False
+            dev["families"] = []
         dev["routes"] = _routes(dev, build, torch is not None)
         devices.append(dev)
     d["devices"] = devices
@@ -231,6 +257,7 @@ def info() -> dict:
             d["cpu_routes"] = [{"case": "every call (no CUDA device)", "path": "SDPA on the tensors' device",
                                 "why": why}]
     d["stats"] = _stats.stats()
+    d["fallback_details"] = _stats.details()
     return d
 
 
@@ -284,10 +311,10 @@ def format_info(d: dict) -> str:
             head += f"  sm_{dev['sm_arch']}"
         if dev.get("sm_count") is not None:
             head += f", {dev['sm_count']} SMs"
-        if "mma_supported" in dev:
-            head += f", mma kernel: {'yes' if dev['mma_supported'] else 'no'}"
-        if dev.get("default_pv"):
-            head += f", default pv: {dev['default_pv']}"
+        if "families" in dev:
+            head += f", kernel families: {', '.join(dev['families']) or 'none'}"
+        if dev.get("sm_arch") is not None and not dev.get("error"):
+            head += f", auto order: {' -> '.join(_policy.auto_order(dev['sm_arch']))}"
         lines.append(head + "   (case -> path: why)")
         if dev.get("error"):
             lines.append(f"    error: {dev['error']}")
@@ -300,8 +327,9 @@ def format_info(d: dict) -> str:
         lines.append("calls so far:")
         for k, n in served.items():
             lines.append(f"    {n:>8}  served by {k}")
+        det = d.get("fallback_details") or {}
         for k, n in fb.items():
-            lines.append(f"    {n:>8}  SDPA fallback: {k}")
+            lines.append(f"    {n:>8}  SDPA fallback: {k}" + (f" ({det[k]})" if det.get(k) else ""))
     else:
         lines.append("calls so far: none in this process")
     return "\n".join(lines)

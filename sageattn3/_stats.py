@@ -1,7 +1,10 @@
 """Counters of which path served each call, and log-once fallback reasons.
 
-Kept in one small object per process; `sageattn3.stats()` returns a copy. Counting is a
-dict increment: cheap enough for the hot path.
+A reason is a short fixed key ("mask", "cpu", "short_seq", "misaligned", ...): the counters
+stay small whatever the calls look like. The details of a reason (shapes, pointers, limits)
+go into its one log line and `details()`, never into the key. Reasons that mean "kernels
+can't run here at all" (`_policy.WARNING_REASONS`) are logged as a WARNING, others at INFO.
+Counting is a dict increment: cheap enough for the hot path.
 """
 from __future__ import annotations
 
@@ -9,31 +12,47 @@ import logging
 import threading
 from collections import Counter
 
+from ._policy import WARNING_REASONS
+
 log = logging.getLogger("sageattn3")
 
 _lock = threading.Lock()
-_served: Counter = Counter()    # kernel name -> calls
-_fallbacks: Counter = Counter() # reason -> calls
-_logged: set = set()
+_served: Counter = Counter()    # family name -> calls
+_fallbacks: Counter = Counter() # reason key -> calls
+_details: dict = {}             # reason key -> details of its first occurrence
 
 
-def record_served(kernel: str) -> None:
-    _served[kernel] += 1
+def record_served(family: str) -> None:
+    _served[family] += 1
 
 
-def record_fallback(reason: str) -> None:
-    """Count a call that went to SDPA (or the caller's own attention); log each reason once."""
-    _fallbacks[reason] += 1
-    if reason not in _logged:
-        with _lock:
-            if reason not in _logged:
-                _logged.add(reason)
-                log.info("sageattn3: falling back to SDPA: %s", reason)
+def log_reason(key: str, detail: str = "") -> None:
+    """Log one reason once per process (WARNING for 'can't run here at all', else INFO)."""
+    if key in _details:
+        return
+    with _lock:
+        if key in _details:
+            return
+        _details[key] = detail
+    level = logging.WARNING if key in WARNING_REASONS else logging.INFO
+    log.log(level, "sageattn3: falling back (%s)%s", key, f": {detail}" if detail else "")
+
+
+def record_fallback(key: str, detail: str = "") -> None:
+    """Count a call that went to SDPA under reason `key`; log each key once."""
+    _fallbacks[key] += 1
+    if key not in _details:
+        log_reason(key, detail)
 
 
 def stats() -> dict:
-    """{'served': {kernel: n}, 'fallback': {reason: n}} since start or the last reset."""
+    """{'served': {family: n}, 'fallback': {reason: n}} since start or the last reset."""
     return {"served": dict(_served), "fallback": dict(_fallbacks)}
+
+
+def details() -> dict:
+    """{reason: details of its first occurrence} for every reason logged so far."""
+    return dict(_details)
 
 
 def reset_stats() -> None:

@@ -39,7 +39,7 @@ def timeit(fn, reps):
 names = sys.argv[1:] or list(SHAPES)
 # QB_VARIANTS="pv/tag,..." (default fp16/base,fp8/base): each entry times the kernel with that P.V mode and
 # SAGEATTN3_MMA_VARIANT=tag in the environment. The committed kernel ignores the variable; a tuning build
-# reads it in sa3_attn_dispatch (cuda/attn_mma.cu) to pick an experimental config, and must not be committed.
+# reads it in sa3_attn_dispatch (cuda/mma/attn_mma.cu) to pick an experimental config, and must not be committed.
 variants = [tuple(x.split("/")) for x in os.environ.get("QB_VARIANTS", "fp16/base,fp8/base").split(",")]
 print(f"{'shape':8} {'sdpa':>7} " + " ".join(f"{pv}/{qr}".rjust(10) for pv, qr in variants))
 for name in names:

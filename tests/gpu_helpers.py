@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from sageattn3 import _dispatch
-from sageattn3._ext import _C
 
 K_OFFSET = 8.0  # per-channel K offset magnitude (real DiT keys carry one; smoothing removes it)
 
@@ -45,14 +44,9 @@ def to_hnd(t, layout, heads=None):
 
 
 def run_mma(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, pv="fp16"):
-    """Call the kernel directly (no dispatch policy), output and workspace poisoned first."""
-    out = torch.full_like(q, float("nan"))
-    b, hq, hkv, sq, sk, d = _dispatch._shape(q, k, layout, heads)
-    nbytes = _C.workspace_bytes(b, hkv, sk, d, pv)
-    ws = torch.full((nbytes,), 0xFF, dtype=torch.uint8, device=q.device)
-    _C.attention(q, k, v, out, ws.data_ptr(), nbytes, torch.cuda.current_stream().cuda_stream, layout,
-                 heads or 0, causal, float("nan") if scale is None else float(scale), pv)
-    return out
+    """Call the mma family directly (no dispatch policy), output and workspace poisoned first."""
+    return _dispatch.run_family("mma", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
+                                poison=True)
 
 
 def ref64(q, k, v, *, causal=False, scale=None, rows=None):

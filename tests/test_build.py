@@ -98,8 +98,34 @@ def _needs_python(path: Path, seen=None) -> bool:
 COMPILERS = {"gcc": "gcc", "clang": "clang", "mingw-w64": "x86_64-w64-mingw32-gcc"}
 
 
+def setup_namespace(monkeypatch):
+    """setup.py's functions, without running setup() (and without looking for nvcc)."""
+    import runpy
+    import setuptools
+    monkeypatch.setattr(setuptools, "setup", lambda **kw: None)
+    monkeypatch.setenv("SAGEATTN3_CUDA", "0")
+    return runpy.run_path(str(REPO / "setup.py"), run_name="sageattn3_setup")
+
+
+@pytest.fixture(scope="module")
+def generated_headers(tmp_path_factory):
+    """The headers setup.py generates, for a build with every family and for a CPU-only one."""
+    mp = pytest.MonkeyPatch()
+    try:
+        ns = setup_namespace(mp)
+        out = {}
+        for kind, built in (("all-families", ns["families"]()), ("cpu-only", [])):
+            d = tmp_path_factory.mktemp(kind)
+            ns["write_build_config"](d, built)
+            out[kind] = d
+        return out
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("config", ["all-families", "cpu-only"])
 @pytest.mark.parametrize("name", list(COMPILERS))
-def test_csrc_is_pedantic_c11(name):
+def test_csrc_is_pedantic_c11(name, config, generated_headers):
     if not (REPO / "csrc").is_dir():
         pytest.skip("needs the source tree")
     cc = shutil.which(COMPILERS[name])
@@ -115,7 +141,8 @@ def test_csrc_is_pedantic_c11(name):
     else:
         sys_inc = ["-isystem", sysconfig.get_paths()["include"], "-isystem", numpy.get_include()]
     cmd = [cc, "-std=c11", "-pedantic-errors", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
-           "-Wno-missing-field-initializers", "-fsyntax-only", "-Icsrc", "-Icuda", *sys_inc,
+           "-Wno-missing-field-initializers", "-fsyntax-only", "-Icsrc", "-Icuda/common",
+           f"-I{generated_headers[config]}", *sys_inc,
            *[str(s.relative_to(REPO)) for s in sources]]
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr[-6000:]}"

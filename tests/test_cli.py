@@ -12,7 +12,7 @@ import types
 import numpy as np
 import pytest
 
-from sageattn3 import _bench, _check, _info
+from sageattn3 import _bench, _check, _info, _policy
 from sageattn3._ext import _C
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -193,13 +193,14 @@ def test_info_and_format_info_in_process():
 
 
 def test_info_routes_for_a_device_with_kernels(monkeypatch):
-    """With a (simulated) sm_90 device and a CUDA build, the route table names the mma kernel
-    for the main case and SDPA, with a reason, for everything else."""
+    """The route table comes from the policy the dispatcher walks: on sm_90 the default call goes
+    to SDPA (cuDNN is faster there), kernel='mma' forces the kernel; on sm_89 the default call
+    runs the mma kernel with FP8 P.V; everything else goes to SDPA with a reason."""
     fake_c = types.SimpleNamespace(
         build_info=lambda: {"cuda": True, "why_no_cuda": None, "cuda_archs": ["sm_90a"], "cuda_version": "13.0",
                             "compiler": "gcc", "kernels": ["mma"]},
         device_info=lambda i: {"name": "NVIDIA H100 80GB HBM3", "sm_arch": 90, "sm_count": 132,
-                               "mma_supported": True, "default_pv": "fp16"})
+                               "smem_optin": 232448, "families": ["mma"]})
     monkeypatch.setattr(_info, "_C", fake_c)
     monkeypatch.setattr(_info, "build_info", fake_c.build_info)
     monkeypatch.setattr(_info, "_device_count", lambda torch, build: (1, None))
@@ -210,19 +211,29 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
     torch_ok = d["torch"]["version"] is not None
     if torch_ok:
         main = routes[0]
-        assert main["path"] == "mma kernel (pv=fp16)"
-        assert "NHD_FLAT" in main["case"] and "32 <= D <= 256" in main["case"] and "1,048,576" in main["case"]
+        # what the dispatcher does with a default call on sm_90: SDPA (the old table said mma)
+        assert _policy.plan(90, "auto", "auto") == ("sdpa",)
+        assert main["path"] == "SDPA" and "kernel='auto'" in main["case"] and "policy for sm_90" in main["why"]
         paths = {r["case"]: r["path"] for r in routes}
+        assert paths["kernel='mma' (forced, any length)"] == "mma kernel (pv=fp16)"
         assert any("attn_mask" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("requires_grad" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("CPU" in c and p.startswith("SDPA") for c, p in paths.items())
         assert any("pv='fp8'" in c and "fp8" in p for c, p in paths.items())
     text = _info.format_info(d)
-    assert "device 0: NVIDIA H100 80GB HBM3  sm_90, 132 SMs" in text
+    assert "device 0: NVIDIA H100 80GB HBM3  sm_90, 132 SMs" in text and "auto order: sdpa" in text
+
+    fake_c.device_info = lambda i: {"name": "NVIDIA GeForce RTX 4090", "sm_arch": 89, "sm_count": 128,
+                                    "smem_optin": 101376, "families": ["mma"]}
+    d = _info.info()
+    if torch_ok:
+        main = d["devices"][0]["routes"][0]
+        assert _policy.plan(89, "auto", "auto") == (("mma", "fp8"),)
+        assert main["path"] == "mma kernel (pv=fp8)"
+        assert "NHD_FLAT" in main["case"] and "32 <= D <= 256" in main["case"] and "1,048,576" in main["case"]
 
     # An arch without a compiled kernel: everything to SDPA, with the rebuild hint.
-    fake_c.device_info = lambda i: {"name": "Old GPU", "sm_arch": 75, "sm_count": 40, "mma_supported": False,
-                                    "default_pv": "fp16"}
+    fake_c.device_info = lambda i: {"name": "Old GPU", "sm_arch": 75, "sm_count": 40, "families": []}
     d = _info.info()
     if torch_ok:
         (only,) = d["devices"][0]["routes"]
@@ -346,7 +357,7 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(_check, "_kernel_call", fake_kernel)
     monkeypatch.setattr(_bench, "_C", types.SimpleNamespace(
         build_info=lambda: {"cuda": True, "cuda_archs": ["sm_90a"], "why_no_cuda": None},
-        device_info=lambda i: {"name": "Fake", "sm_arch": 90, "mma_supported": True, "default_pv": "fp16"}))
+        device_info=lambda i: {"name": "Fake", "sm_arch": 90, "families": ["mma"]}))
 
     rc = _bench.main(["--shape", "1,2,300,64", "--shape", "1,4,200,32,causal,Sk=333,Hkv=2", "--layout", "NHD_FLAT",
                       "--runs", "2", "--warmup", "1", "--rest", "0", "--out", str(tmp_path), "--no-plot"])
@@ -368,7 +379,7 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
             assert m["mem_x_out"] == pytest.approx(4096 / row["out_bytes"])
             assert 0 < m["rel_l1"] < 0.01  # SDPA stand-in, bf16
         assert row["auto"]["route"].startswith("SDPA: ")  # CPU tensors
-        assert row["mma"]["route"].startswith("direct _C.attention")
+        assert row["mma"]["route"].startswith("direct run_family('mma')")
         assert row["x_sdpa_auto"] > 0 and row["x_sdpa_mma"] > 0
         assert row["accuracy"]["rows"] == min(256, row["sq"])
     assert "geomean" in _bench.summary(res)
@@ -486,7 +497,7 @@ def test_nhd_flat_bad_heads_is_a_value_error():
     torch = pytest.importorskip("torch")
     import sageattn3
     q = torch.randn(1, 10, 96)
-    with pytest.raises(ValueError, match="multiple of heads"):
+    with pytest.raises(ValueError, match=r"^q: last dim 96 is not heads \(7\) \* head dim"):
         sageattn3.sageattn(q, q, q, tensor_layout="NHD_FLAT", heads=7)
 
 

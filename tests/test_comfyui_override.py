@@ -528,8 +528,8 @@ def test_under_torch_compile():
 
 def test_unsupported_gpu_said_once(monkeypatch, caplog):
     monkeypatch.setattr(_dispatch, "_STATIC_REASON", None)
-    monkeypatch.setattr(_dispatch, "_device_facts",
-                        lambda i: {"mma_supported": False, "sm_arch": 75, "name": "Tesla T4"})
+    monkeypatch.setattr(_dispatch, "device_facts",
+                        lambda i: {"families": [], "sm_arch": 75, "name": "Tesla T4"})
     monkeypatch.setattr(node_mod, "_said_once", set())
     m = FakePatcher()
     m.load_device = torch.device("cuda", 0)

@@ -165,7 +165,7 @@ def _fake_cuda(monkeypatch):
     monkeypatch.setattr(_check, "_kernel_call", fake_kernel)
     monkeypatch.setattr(_bench, "_C", types.SimpleNamespace(
         build_info=lambda: {"cuda": True, "cuda_archs": ["sm_90a"], "why_no_cuda": None},
-        device_info=lambda i: {"name": "Fake", "sm_arch": 90, "mma_supported": True, "default_pv": "fp16"}))
+        device_info=lambda i: {"name": "Fake", "sm_arch": 90, "families": ["mma"]}))
 
 
 def test_bench_times_peers_beside_us(no_peers, tmp_path, capsys):

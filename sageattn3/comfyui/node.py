@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .. import _dispatch
+from .. import _dispatch, _policy
 from .override import Sage3Override, Schedule
 
 log = logging.getLogger("sageattn3.comfyui")
@@ -27,8 +27,9 @@ DISPLAY_NAME = "Attention: Sage 3 (sageattn3, per model)"
 CATEGORY = "attention/Sage3"
 WRAPPER_KEY = "sageattn3"  # key of our OUTER_SAMPLE wrapper on the model patcher
 
-# `auto`, each kernel family the dispatcher knows, and `sdpa` (= ComfyUI's own attention).
-KERNEL_CHOICES = tuple(dict.fromkeys(("auto",) + tuple(_dispatch.KERNELS) + ("sdpa",)))
+# `auto`, each kernel family of the policy, and `sdpa` (= ComfyUI's own attention): the
+# dispatcher's kernel= choices (sageattn3/_policy.py).
+KERNEL_CHOICES = _policy.KERNEL_CHOICES
 
 # Defaults of the schedule: 0 = every step and block on sageattn3. They await measurement:
 # `benchmarks/bench_comfyui_wan.py --small` measures output similarity per setting on a GPU;
@@ -91,12 +92,9 @@ def _why_no_kernels(model):
         if device is None or getattr(device, "type", None) != "cuda":
             return None  # CPU/MPS models: every call says so in the run's log line
         index = device.index if device.index is not None else _dispatch.torch.cuda.current_device()
-        facts = _dispatch._device_facts(index)
-        if not facts.get("mma_supported"):
-            return f"no compiled kernel for sm_{facts.get('sm_arch')} ({facts.get('name')})"
+        return _dispatch.why_no_kernels(index)
     except Exception:  # an odd device object or driver state: the per-call path will tell
         return None
-    return None
 
 
 def _label(model, node_id) -> str:

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "mma_params.h"
 #include "sa3_cuda_common.cuh"
 
 #define SA3_KV_CHUNK 4096 /* tokens summed by one partial-statistics block (larger = smaller workspace) */

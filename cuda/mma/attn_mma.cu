@@ -24,8 +24,8 @@
 #include <type_traits>
 
 #include "mma_workspace.cuh"
+#include "mma_family.cuh"
 #include "quant_kv.cuh"
-#include "sa3_launch.h"
 
 namespace {
 
@@ -643,14 +643,8 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
 template <typename T, typename C>
 sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t stream, char *err,
                            size_t err_len) {
-    int smem_optin = 0;
-    SA3_CUDA_TRY(cudaDeviceGetAttribute(&smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, p->device),
-                 "cudaDeviceGetAttribute");
-    if (C::SMEM > smem_optin) {
-        snprintf(err, err_len, "head_dim %lld needs %d bytes of shared memory, sm_%d allows %d",
-                 (long long)p->head_dim, C::SMEM, p->sm_arch, smem_optin);
-        return SA3_ERR_UNSUPPORTED;
-    }
+    /* C::SMEM fits the device: the family's supports() compared it with the opt-in limit
+     * (sa3_mma_smem_bytes) before anything was enqueued. */
     auto kernel = sa3_attn_mma_kernel<T, C>;
     SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                  "cudaFuncSetAttribute");
@@ -660,54 +654,61 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-template <typename T, int DP, int MT, bool QREG, bool LSUM>
+/* Tile shape per padded head dim (the measurements behind each choice: cuda/mma/NOTES.md).
+ * Two 16-row m-tiles per warp where registers allow, so each K/V fragment feeds two mmas; Q
+ * in registers only where that does not spill; row sums by mma where they pay. */
+template <int DP>
+struct sa3_tiles;
+template <>
+struct sa3_tiles<64> {
+    static constexpr int MT = 2;
+    static constexpr bool QREG = true, LSUM = true;
+};
+template <>
+struct sa3_tiles<128> {
+    static constexpr int MT = 2;
+    static constexpr bool QREG = false, LSUM = true;
+};
+template <>
+struct sa3_tiles<256> {
+    static constexpr int MT = 1;
+    static constexpr bool QREG = false, LSUM = false;
+};
+template <int DP, bool FP8>
+using sa3_cfg_for = sa3_mma_cfg<DP, sa3_tiles<DP>::MT, FP8, sa3_tiles<DP>::QREG, sa3_tiles<DP>::LSUM>;
+
+template <typename T, int DP>
 sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_mma_cfg<DP, MT, true, QREG, LSUM>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_mma_cfg<DP, MT, false, QREG, LSUM>>(p, w, s, err, n);
+    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_cfg_for<DP, true>>(p, w, s, err, n)
+                                    : sa3_attn_launch<T, sa3_cfg_for<DP, false>>(p, w, s, err, n);
 }
 
-/* Tile shapes per padded head dim, chosen on the H100 (scripts/quick_bench.py) before the
- * shared tiles were swizzled (that lowered register use: at DP=128 with 16-bit P.V no spills
- * left for fp16, 4 bytes for bf16). Re-checked since: LSUM or Q in registers at DP=256
- * +1-2% (noise, left off). Two 16-row m-tiles per warp where registers allow (K/V fragments
- * feed two mmas), Q in registers only at DP=64 (at 128 it spills: as fast before the
- * swizzle, slower after, 443 vs 516 TOPS).
- * Tried and slower at D=128 on the H100: 8 warps x 16 rows (-8%), 8 warps x 32 rows (-4%),
- * one m-tile's softmax overlapped with the other's P.V (-5%), unconditional O rescale (-10%,
- * spills), two 4-warp groups in one 8-warp CTA taking turns on the tensor cores with named
- * barriers ("ping-pong", -10%: one warp per scheduler cannot keep the mma pipe busy alone).
- * Tried and no faster: all K fragments of a k-chunk loaded ahead, next-tile copies issued
- * after QK^T instead of before, a lazily raised running max (skips most rescales). Also slower:
- * the loop software-pipelined over 32-key steps (QK^T of step h+1 issued beside P.V of step h,
- * K one tile ahead of V; H200: -18% at D=128, where it spills, -8% at D=64, where it doesn't:
- * the per-step max/shuffle/vote work doubles and ptxas gains little overlap). Row sums
- * by mma (LSUM): +2% at D=64, +3-4% at D=128, -1-2% at D=256 (where it stays off). */
 template <typename T>
 sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
     switch (w->dp) {
-    case 64: return sa3_attn_pv<T, 64, 2, true, true>(p, w, s, err, n);
-    case 128: return sa3_attn_pv<T, 128, 2, false, true>(p, w, s, err, n);
-    default: return sa3_attn_pv<T, 256, 1, false, false>(p, w, s, err, n);
+    case 64: return sa3_attn_pv<T, 64>(p, w, s, err, n);
+    case 128: return sa3_attn_pv<T, 128>(p, w, s, err, n);
+    default: return sa3_attn_pv<T, 256>(p, w, s, err, n);
     }
+}
+
+template <int DP>
+int sa3_smem_of(bool fp8) {
+    return fp8 ? sa3_cfg_for<DP, true>::SMEM : sa3_cfg_for<DP, false>::SMEM;
 }
 
 } // namespace
 
-extern "C" size_t sa3_mma_workspace_bytes(int64_t batch, int64_t heads_kv, int64_t seq_k, int64_t head_dim,
-                                          sa3_pv_mode pv_mode) {
-    return sa3_mma_ws_layout(nullptr, batch, heads_kv, seq_k, head_dim, pv_mode == SA3_PV_FP8).bytes;
+int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode) {
+    const bool fp8 = pv_mode == SA3_PV_FP8;
+    switch (sa3_padded_head_dim(head_dim)) {
+    case 64: return sa3_smem_of<64>(fp8);
+    case 128: return sa3_smem_of<128>(fp8);
+    default: return sa3_smem_of<256>(fp8);
+    }
 }
 
-extern "C" sa3_status sa3_mma_attention(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
-    if (p->pv_mode == SA3_PV_FP8 && p->sm_arch < 89) {
-        snprintf(err, err_len, "FP8 P.V needs sm_89 or newer, this is sm_%d", p->sm_arch);
-        return SA3_ERR_UNSUPPORTED;
-    }
-    if (p->heads_q > 65535 || p->batch > 65535 || p->batch * p->heads_kv > INT32_MAX) {
-        snprintf(err, err_len, "batch=%lld heads=%lld exceed the launch grid", (long long)p->batch,
-                 (long long)p->heads_q);
-        return SA3_ERR_UNSUPPORTED;
-    }
+sa3_status sa3_mma_run(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
     const sa3_mma_ws w = sa3_mma_ws_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim,
                                            p->pv_mode == SA3_PV_FP8);
     if (w.bytes > p->workspace_bytes) {

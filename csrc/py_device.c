@@ -1,0 +1,110 @@
+/* py_device.c - device facts (cached per device in the module state), device_info() and
+ * families(): what info() and the policy read about this machine. Not on the hot path
+ * except sa3_device(), which is one array lookup after the first query. */
+#include <stdio.h>
+#include <string.h>
+
+#include "sa3_device.h"
+#include "sa3_module.h"
+#include "sa3_py.h"
+#include "sa3_registry.h"
+
+const sa3_device_facts *sa3_device(sa3_module_state *st, int device, int raise_error, const sa3_device_slot **slot_out) {
+    sa3_device_slot *s;
+    if (slot_out) *slot_out = NULL;
+    if (device < 0 || device >= SA3_MAX_DEVICES) {
+        if (raise_error)
+            sa3_raise(st, SA3_ERR_VALUE, "CUDA device index %d out of range 0..%d", device, SA3_MAX_DEVICES - 1);
+        return NULL;
+    }
+    s = &st->devices[device];
+    if (s->state == 0) {
+        char err[sizeof s->error] = {0};
+        sa3_status rc = sa3_cuda_device_facts(device, &s->facts, NULL, 0, err, sizeof err);
+        if (rc == SA3_OK) {
+            s->state = 1;
+        } else {
+            s->state = -1;
+            s->status = rc;
+            memcpy(s->error, err, sizeof err);
+        }
+    }
+    if (slot_out) *slot_out = s;
+    if (s->state == 1) return &s->facts;
+    if (raise_error) sa3_raise(st, s->status, "device %d: %s", device, s->error);
+    return NULL;
+}
+
+/* (name, ...) of the compiled families that run on sm_arch. */
+static PyObject *sa3_families_for(int sm_arch) {
+    int i, n = sa3_registry_count();
+    PyObject *list = PyList_New(0);
+    if (list == NULL) return NULL;
+    for (i = 0; i < n; i++) {
+        const sa3_family *f = sa3_registry_at(i);
+        if (!sa3_family_runs_on(f, sm_arch)) continue;
+        PyObject *name = PyUnicode_FromString(f->name);
+        if (name == NULL || PyList_Append(list, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    return list;
+}
+
+PyObject *sa3_py_device_info(PyObject *module, PyObject *args) {
+    sa3_module_state *st = sa3_state(module);
+    int device;
+    char name[128] = {0}, err[256] = {0};
+    sa3_device_facts f;
+    PyObject *fams, *d;
+    if (!PyArg_ParseTuple(args, "i:device_info", &device)) return NULL;
+    if (sa3_device(st, device, 1, NULL) == NULL) return NULL;
+    /* The name is not cached (fixed-size facts only); this call is not hot. */
+    sa3_status s = sa3_cuda_device_facts(device, &f, name, sizeof name, err, sizeof err);
+    if (s != SA3_OK) return sa3_raise(st, s, "device %d: %s", device, err);
+    fams = sa3_families_for(f.sm_arch);
+    if (fams == NULL) return NULL;
+    d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:N}", "name", name, "sm_arch", f.sm_arch, "sm_count", f.sm_count,
+                      "smem_optin", f.smem_optin, "families", fams);
+    return d;
+}
+
+PyObject *sa3_py_families(PyObject *module, PyObject *unused) {
+    int i, n = sa3_registry_count();
+    PyObject *t;
+    (void)module;
+    (void)unused;
+    t = PyTuple_New(n);
+    if (t == NULL) return NULL;
+    for (i = 0; i < n; i++) {
+        const sa3_family *f = sa3_registry_at(i);
+        PyObject *d = Py_BuildValue("{s:s,s:s}", "name", f->name, "archs", f->archs);
+        PyObject *archs = NULL, *split = NULL;
+        if (d == NULL) goto fail;
+        archs = PyUnicode_FromString(f->archs);
+        split = archs ? PyUnicode_Split(archs, NULL, -1) : NULL;
+        Py_XDECREF(archs);
+        if (split == NULL) {
+            Py_DECREF(d);
+            goto fail;
+        }
+        {
+            PyObject *tup = PyList_AsTuple(split);
+            Py_DECREF(split);
+            if (tup == NULL || PyDict_SetItemString(d, "archs", tup) < 0) {
+                Py_XDECREF(tup);
+                Py_DECREF(d);
+                goto fail;
+            }
+            Py_DECREF(tup);
+        }
+        PyTuple_SET_ITEM(t, i, d);
+    }
+    return t;
+fail:
+    Py_DECREF(t);
+    return NULL;
+}
