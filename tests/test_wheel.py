@@ -1,5 +1,5 @@
 """The wheel a user installs: scripts/build_wheels.sh builds it for one arch (sm_80: the
-quickest to compile), auditwheel gives it its manylinux tag, and it is installed into a fresh
+quickest to compile) plus compute_100 PTX, auditwheel gives it its manylinux tag, and it is installed into a fresh
 venv (no system site-packages, only the wheel + numpy + pytest) whose PATH holds no compiler.
 From there it must import, report its kernels in info(), and pass the CPU test subset run
 against the installed package, not the checkout.
@@ -22,6 +22,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 ARCH = "80"
+PTX = "100"  # as in release wheels: PTX for GPUs newer than the cubins (+~8 s of nvcc)
 # Tests that need neither torch nor a GPU nor the source tree (torch-only tests skip there).
 CPU_SUBSET = ["test_reference.py", "test_cli.py", "test_comfyui_node.py"]
 
@@ -62,7 +63,7 @@ def installed(tmp_path_factory):
     dist = tmp / "dist"
     t0 = time.perf_counter()
     r = subprocess.run(["bash", str(REPO / "scripts" / "build_wheels.sh"), "--python", sys.executable,
-                        "--archs", ARCH, "--ptx", "none", "--no-isolation", "--out", str(dist)],
+                        "--archs", ARCH, "--ptx", PTX, "--no-isolation", "--out", str(dist)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     build_s = time.perf_counter() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
@@ -116,7 +117,9 @@ print(json.dumps({"file": sageattn3.__file__, "info": sageattn3.info()}, default
     assert build["cuda"] is True, build
     assert build["cuda_archs"] == [f"sm_{ARCH}"], build
     assert "mma" in build["kernels"], build  # the kernel families compiled in
-    assert build["cuda_version"], build
+    assert build["family_archs"]["mma"] == f"{ARCH} compute_{PTX}", build
+    assert build["cuda_ptx"] == f"compute_{PTX}", build
+    assert build["cuda_version"] and build["nvcc_host_compiler"], build
 
 
 def test_cli_info_from_the_wheel(installed):
@@ -125,7 +128,7 @@ def test_cli_info_from_the_wheel(installed):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "build (sageattn3._C):" in r.stdout and "torch:" in r.stdout
     if shutil.which("nvcc"):
-        assert f"sm_{ARCH}" in r.stdout, r.stdout
+        assert f"sm_{ARCH}" in r.stdout and f"compute_{PTX}" in r.stdout, r.stdout
 
 
 def test_cpu_subset_passes_from_the_installed_wheel(installed):
