@@ -17,9 +17,9 @@
 #   --no-isolation   build with the interpreter's own setuptools/numpy (must be numpy >= 2)
 #                    instead of pip's isolated build env (pyproject: numpy >= 2.0)
 #   --no-repair      skip auditwheel (the wheel keeps the linux_x86_64 tag PyPI refuses)
-#   --check-numpy    install each wheel into fresh venvs with numpy 1.23.5 (the oldest we
-#                    declare; CPython <= 3.11 only: there is no 1.23 wheel for 3.12+) and the
-#                    newest numpy 2.x, and run a smoke test with each
+#   --check-numpy    install each wheel into fresh venvs with numpy 1.x (1.23.5, the oldest we
+#                    declare, up to CPython 3.11; 1.26 on 3.12; none on 3.13+, which has no 1.x
+#                    wheels) and the newest numpy 2.x, and run a smoke test with each
 #
 # numpy: a wheel compiled against numpy >= 2.0's headers targets the NumPy 1.23 C API by
 # default (NPY_TARGET_VERSION), so it imports under numpy 1.23+ and 2.x alike; built against
@@ -149,14 +149,16 @@ print("  numpy", numpy.__version__, "ok; kernels", b.get("cuda_archs"), "ptx", b
   for py in "${PYTHONS[@]}"; do
     tag=$("$py" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
     whl=$(ls "$OUT"/sageattn3-*-"$tag"-*.whl | head -1)
-    for np in "numpy==1.23.5" "numpy>=2"; do
-      if [ "$np" = "numpy==1.23.5" ] && ! "$py" -c 'import sys; sys.exit(0 if sys.version_info < (3, 12) else 1)'; then
-        np="numpy>=1.26,<2"  # the oldest 1.x with wheels for this Python
-      fi
+    # numpy 1.x: 1.23.5 (the oldest we declare) up to CPython 3.11, 1.26 on 3.12 (the first 1.x
+    # with its wheels); 3.13+ has no numpy 1.x wheels, so only 2.x there
+    np1=$("$py" -c 'import sys; v = sys.version_info[:2]
+print("numpy==1.23.5" if v <= (3, 11) else "numpy>=1.26,<2" if v == (3, 12) else "")')
+    for np in $np1 "numpy>=2"; do
       venv="$WORK/venv-np"
       rm -rf "$venv"
       "$py" -m venv "$venv"
-      "$venv/bin/pip" install -q --disable-pip-version-check "$whl" "$np" || { log "install of $np failed"; exit 1; }
+      "$venv/bin/pip" install -q --disable-pip-version-check --only-binary=numpy "$whl" "$np" \
+        || { log "install of $np failed"; exit 1; }
       (cd "$WORK" && "$venv/bin/python" -c "$SMOKE") || { log "$tag with $np: FAILED"; exit 1; }
     done
   done
