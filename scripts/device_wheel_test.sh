@@ -16,10 +16,17 @@ tag=$("$PY" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
 whl=${1:-$(ls "$ROOT"/dist/sageattn3-*-"$tag"-"$tag"-*.whl 2>/dev/null | head -1)}
 [ -f "$whl" ] || { echo "device_wheel_test: no wheel for $tag (give its path)" >&2; exit 2; }
 WORK=$(mktemp -d)
-"$PY" -m venv --system-site-packages "$WORK/venv"
-"$WORK/venv/bin/pip" install -q --disable-pip-version-check --no-deps --force-reinstall "$whl"
-"$WORK/venv/bin/python" -c 'import numpy' 2>/dev/null || "$WORK/venv/bin/pip" install -q numpy
-"$WORK/venv/bin/python" -c 'import pytest' 2>/dev/null || "$WORK/venv/bin/pip" install -q pytest
+# an image without ensurepip gets a pip-less venv filled by the interpreter's own pip (--python)
+if "$PY" -m venv --system-site-packages "$WORK/venv" 2>/dev/null; then
+  pip=("$WORK/venv/bin/python" -m pip)
+else
+  rm -rf "$WORK/venv"
+  "$PY" -m venv --system-site-packages --without-pip "$WORK/venv"
+  pip=("$PY" -m pip --python "$WORK/venv/bin/python")
+fi
+"${pip[@]}" install -q --disable-pip-version-check --no-deps --force-reinstall "$whl"
+"$WORK/venv/bin/python" -c 'import numpy' 2>/dev/null || "${pip[@]}" install -q numpy
+"$WORK/venv/bin/python" -c 'import pytest' 2>/dev/null || "${pip[@]}" install -q pytest
 # PATH: the venv and a folder with the few tools the tests and this script call (no nvcc, gcc,
 # cc, clang)
 mkdir -p "$WORK/tools"
@@ -36,6 +43,13 @@ done
 python -c 'import sageattn3, sys; assert sageattn3.__file__.startswith(sys.prefix), sageattn3.__file__; print("installed:", sageattn3.__file__)'
 python -m sageattn3 info | tee "$OUT/wheel_info.txt" | sed -n '1,25p'
 rc=0
+if [ -e "$WORK/tools/nvidia-smi" ]; then  # a GPU machine: the wheel's kernels must run on its GPU
+  python -c 'import torch; from sageattn3._ext import _C
+assert torch.cuda.is_available(), "torch sees no GPU"
+d = _C.device_info(0); b = _C.build_info()
+print("device:", d["name"], "sm_%d" % d["sm_arch"], "families:", d["families"], "| wheel:", b["cuda_archs"], b["cuda_ptx"])
+assert "mma" in d["families"], "no compiled kernel runs on this GPU"' || rc=1
+fi
 python -m sageattn3 check --json "$OUT/wheel_check.json" 2>&1 | tee "$OUT/wheel_check.log" | tail -5 || rc=1
 python -m pytest -m gpu -q -p no:cacheprovider --rootdir "$WORK" tests 2>&1 | tee "$OUT/wheel_gpu_tests.log" | tail -15 \
   || rc=1
