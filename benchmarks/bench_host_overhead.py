@@ -9,6 +9,9 @@ result dict -- through each intake route, next to the Python-level costs it comp
   tensor.__dlpack__()                one DLPack export (what a DLPack-only intake pays per tensor)
   python attribute reads             data_ptr(), stride(), shape, dtype from Python, per tensor
   tiny SDPA call                     torch.nn.functional.scaled_dot_product_attention on (1,1,4,32)
+  _C.problem                         the hot path's one validation: intake of q/k/v + checks -> Problem
+  sageattn() whole call              the public API end to end (CUDA: kernel forced and auto; CPU: the
+                                     validated SDPA fallback, i.e. validation + policy + SDPA)
 
 The NumPy route makes no Python-level calls, so (torch route - NumPy route) / 4 is the torch
 intake cost per tensor, and likewise for DLPack; both are printed. Runs on CUDA if available
@@ -129,7 +132,11 @@ def main() -> int:
         "tensor.__dlpack__() (1 tensor)": lambda: q.__dlpack__(stream=stream or 1) if cuda else q.__dlpack__(),
         "python data_ptr/stride/shape/dtype (1 tensor)": lambda: (q.data_ptr(), q.stride(), q.shape, q.dtype),
         "tiny SDPA call (1,1,4,32)": lambda: F.scaled_dot_product_attention(tiny, tiny, tiny),
+        "_C.problem validation (3 tensors)": lambda: _C.problem(q, k, v, "HND", None, False, None, None),
     }
+    if not cuda:
+        import sageattn3
+        cands["sageattn() -> SDPA whole call (1,1,4,32) cpu"] = lambda: sageattn3.sageattn(tiny, tiny, tiny)
     if cuda:
         # The whole public hot path on a tiny shape (kernel forced, so it launches our 3
         # kernels): what a diffusion step pays per attention call on top of GPU time.

@@ -401,17 +401,17 @@ sa3_status sa3_check_problem(sa3_module_state *st, const sa3_tensor *q, const sa
         SA3_FAIL(SA3_ERR_VALUE, "k: head dim %lld differs from q's head dim %lld: %s", (long long)c[1].n[3],
                  (long long)d_qk, desc);
     }
+    if (hkv <= 0) {
+        sa3_tensor_describe(k, desc, sizeof desc);
+        SA3_FAIL(SA3_ERR_VALUE, "k: has 0 heads; k/v need at least one head (q's heads are groups of k/v's): %s",
+                 desc);
+    }
     if (c[2].n[1] != c[1].n[1] || c[2].n[2] != c[1].n[2]) {
         char kd[SA3_DESC_LEN];
         sa3_tensor_describe(k, kd, sizeof kd);
         sa3_tensor_describe(v, desc, sizeof desc);
         SA3_FAIL(SA3_ERR_VALUE, "v: heads/sequence length (%lld, %lld) differ from k's (%lld, %lld); v is %s, k is %s",
                  (long long)c[2].n[1], (long long)c[2].n[2], (long long)c[1].n[1], (long long)c[1].n[2], desc, kd);
-    }
-    if (hkv <= 0) {
-        sa3_tensor_describe(k, desc, sizeof desc);
-        SA3_FAIL(SA3_ERR_VALUE, "k: has 0 heads; k/v need at least one head (q's heads are groups of k/v's): %s",
-                 desc);
     }
     if (c[0].n[1] % hkv != 0) {
         SA3_FAIL(SA3_ERR_VALUE,
@@ -542,6 +542,10 @@ sa3_status sa3_check_mask(sa3_module_state *st, const sa3_tensor *m, const sa3_p
     const char *dn = m->dtype_name ? m->dtype_name : "";
     want[0] = p->batch, want[1] = p->heads_q, want[2] = p->seq_q, want[3] = p->seq_k;
     is_bool = strcmp(dn, "torch.bool") == 0 || strcmp(dn, "bool") == 0;
+    if (m->ndim < 2) {
+        sa3_tensor_describe(m, desc, sizeof desc);
+        SA3_FAIL(SA3_ERR_VALUE, "attn_mask: needs 2 to 4 dims broadcastable to (B, Hq, Sq, Sk), got %s", desc);
+    }
     if (!is_bool && m->dtype != p->dtype) {
         sa3_tensor_describe(m, desc, sizeof desc);
         SA3_FAIL(SA3_ERR_TYPE, "attn_mask: dtype must be bool or q's %s, got %s (%s)", sa3_dtype_str(p->dtype),

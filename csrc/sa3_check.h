@@ -48,7 +48,7 @@ int sa3_parse_scale(sa3_module_state *st, PyObject *obj, sa3_problem *p);
 /* is_causal: a bool (or the int 0/1). Returns 0 or -1 with TypeError set. */
 int sa3_parse_causal(sa3_module_state *st, PyObject *obj, int *out);
 
-/* attn_mask for SDPA: 1-4 dims broadcastable to (B, Hq, Sq, Sk), dtype bool or q's dtype,
+/* attn_mask for SDPA: 2-4 dims broadcastable to (B, Hq, Sq, Sk), dtype bool or q's dtype,
  * on q's device, and not together with is_causal. */
 sa3_status sa3_check_mask(sa3_module_state *st, const sa3_tensor *mask, const sa3_problem *p);
 

@@ -136,8 +136,10 @@ def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale
         if out is not None:
             return out
     _stats.record_fallback(key, detail)
-    return sdpa(q, k, v, layout=prob.layout, heads=prob.heads_q, attn_mask=attn_mask,
-                is_causal=prob.is_causal, sm_scale=sm_scale)
+    if layout not in LAYOUTS:  # C took any case
+        layout = prob.layout
+    return sdpa(q, k, v, layout=layout, heads=heads, attn_mask=attn_mask, is_causal=bool(is_causal),
+                sm_scale=sm_scale)
 
 
 def run_family(family: str, q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
@@ -192,7 +194,7 @@ def sdpa(q, k, v, *, layout: str = "HND", heads: Optional[int] = None, attn_mask
     out = out.transpose(1, 2)
     if layout == "NHD":
         return out
-    return out.reshape(out.shape[0], out.shape[1], -1)
+    return out.flatten(2)
 
 
 def out_shape(q, k, v, layout: str, heads: Optional[int]):

@@ -115,6 +115,39 @@ def test_250k_tokens_64bit_offsets():
     _check_f64(out, q, k, v, "NHD", None, False, "fp16", rows=rows)
 
 
+def test_one_tensor_over_2_31_elements():
+    """One tensor past 2^31 elements: B=2, S=250,000, H=40, D=128 bf16 NHD_FLAT is 2.56e9
+    elements (5.1 GB) per q/k/v/out, so element offsets in the last batch pass 2^31 in every
+    tensor and the INT8 K workspace passes 2^31 bytes. Checked against float64 on sampled rows,
+    the tail of the last batch and the last head included. Needs ~30 GB of GPU memory and
+    about 10 s on an H200."""
+    b, h, s, d = 2, 40, 250_000, 128
+    free, _ = torch.cuda.mem_get_info()
+    if free < 32 * 2**30:
+        pytest.skip(f"needs ~32 GB free GPU memory, {free / 2**30:.0f} GB free")
+    gen = torch.Generator(device="cuda").manual_seed(1234)
+    q, k, v = (torch.randn(b, s, h * d, device="cuda", dtype=torch.bfloat16, generator=gen) for _ in range(3))
+    k += (8.0 * torch.randn(1, 1, h * d, device="cuda", generator=gen)).to(torch.bfloat16)  # per-channel offset
+    assert q.numel() > 2**31
+    out = run_mma(q, k, v, layout="NHD_FLAT", heads=h, pv="fp16")
+    torch.cuda.synchronize()
+    rows = torch.tensor([0, 1, 77_777, 131_071, 131_072, 200_003, s - 2, s - 1], device="cuda")
+    err_max = 0.0
+    for bi in (0, b - 1):
+        for hi in (0, 17, h - 1):
+            cols = slice(hi * d, (hi + 1) * d)
+            qh = q[bi, rows, cols].double()
+            kh, vh = k[bi, :, cols].double(), v[bi, :, cols].double()
+            ref = torch.softmax((qh @ kh.T) / d ** 0.5, dim=-1) @ vh
+            got = out[bi, rows, cols]
+            assert not torch.isnan(got).any(), f"unwritten output at batch {bi}, head {hi}"
+            err = rel_l1(got, ref)
+            err_max = max(err_max, err)
+            assert err <= F64_BOUND["fp16"], f"batch {bi} head {hi}: rel-L1 vs float64 {err:.5f}"
+    # the last element of the output, 2.56e9 elements in, was written too
+    assert not torch.isnan(out[-1, -1, -1])
+
+
 def test_inputs_unchanged_and_deterministic():
     q, k, v = make_qkv(1, 2, 2, 1000, 1000, 128)
     before = [t.clone() for t in (q, k, v)]

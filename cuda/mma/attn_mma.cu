@@ -104,9 +104,7 @@ __device__ __forceinline__ uint32_t sa3_e4m3x2(float lo, float hi) {
  * bytes apart (128-byte aligned lines) and chunk c of row r is stored at chunk c ^ key(r),
  * key(r) = r & 7 (L >= 128) or (r >> 1) & 3 (L = 64: two rows per line): each cp.async phase
  * fills one line, and 8 consecutive rows of one chunk land in 8 distinct bank groups.
- * (Rows padded by 16 bytes instead kept ldmatrix conflict-free but left the cp.async writes
- * misaligned: ncu on the H100 counted 2.6x their ideal wavefronts, 22% of the kernel's
- * shared traffic. Swizzling measured +11% at D=128, +6% at D=64, +45% at D=256.)
+ * (Padded rows would keep ldmatrix conflict-free but misalign the cp.async writes: NOTES.md.)
  * A lane's ldmatrix base holds its row's key and its own chunk (0 or 1), so steps by
  * multiples of 8 rows and even chunk counts are compile-time: an XOR on the chunk bits plus
  * an add. Tiles start 128-byte aligned (the static_assert in sa3_mma_cfg, and the 128-byte
@@ -144,11 +142,11 @@ struct sa3_mma_cfg {
     static constexpr int DP = DP_, MT = MT_;
     /* Row sums of P by one extra m16n8k16 per 16 keys against a ones B fragment (16-bit PV
      * only): 8 mmas per tile replace 64 FADDs plus the final quad shuffles, and the sum is of
-     * the same rounded P that multiplies V (H100: +3-4% at D=128, +2% at D=64). */
+     * the same rounded P that multiplies V. */
     static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
     /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
-     * tile (+17% shared-memory reads, -32 registers: no spills at DP=128). */
+     * tile (more shared-memory reads, 32 fewer registers: no spills at DP=128). */
     static constexpr bool QREG = QREG_;
     static constexpr int WARPS = WARPS_, THREADS = 32 * WARPS_;
     /* K/V tiles in flight: with 3, a buffer is refilled two iterations after its use, so
@@ -179,8 +177,8 @@ struct sa3_mma_cfg {
 
 /* ---------------------------------------------------------------- K/V tile loads */
 /* Every thread copies the same 16-byte chunks of each K/V tile, so their addresses are worked
- * out once and a tile costs a pointer bump plus the copies. (Recomputing them per chunk with
- * div/mod and 64-bit multiplies was a fifth of the loop's warp time in ncu on the H100.)
+ * out once and a tile costs a pointer bump plus the copies (per-chunk div/mod and 64-bit
+ * multiplies would cost more than the copies).
  * Strides are read from the kernel parameters (constant bank) when used, keeping the
  * loader's live state to six registers in a kernel at the 255-register limit. Tiles are
  * issued strictly in order 0, 1, 2, ... */
@@ -588,7 +586,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         /* Rescale O only when some row's max moved (rare after the first tiles of a long
          * sequence): multiplying by exactly 1 is skipped, the result is bit-identical. An
          * unconditional rescale would let ptxas start P.V before the last softmax, but it
-         * spills at 255 registers and measured slower (H100, D=128: -10%). */
+         * spills at 255 registers (NOTES.md). */
         bool moved = false;
 #pragma unroll
         for (int mt = 0; mt < MT; ++mt) moved |= alpha[mt][0] != 1.f || alpha[mt][1] != 1.f;

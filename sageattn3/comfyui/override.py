@@ -14,7 +14,9 @@ as they came: no copies, no repeated K/V heads) or hands it, with the original a
 untouched, to the override that was on the model before (if any) or to ComfyUI's `func`. It
 never raises for "can't serve": a mask, fp32 attention requested by the model, an unsupported
 dtype/head dim/device, a short sequence, a missing CUDA build all go back to ComfyUI, counted
-by reason.
+by reason (a short fixed key). A call in the announced layout whose tensors disagree (batch,
+heads, lengths, head dims, dtypes, devices) is invalid: try_attention's C validation raises
+its TypeError/ValueError, as the public API does, instead of letting any attention guess.
 
 Schedule: the first/last sampling steps and first/last transformer blocks can be kept on
 ComfyUI's own attention.

@@ -1,0 +1,117 @@
+"""The policy as data (sageattn3/_policy.py) and the dispatcher that walks it, CPU only.
+
+The GPU branch of `_dispatch._serve` is driven here with a stand-in Problem (what `_C.problem`
+returns for CUDA tensors): which plan it asks for, what it allocates, what it launches, what
+it counts. The C side of select/launch is covered by tests/test_validation.py (supports on
+what-if devices) and tests/test_gpu_mma.py (real launches).
+"""
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import sageattn3  # noqa: E402
+from sageattn3 import _dispatch, _info, _policy, _stats  # noqa: E402
+from sageattn3._ext import _C  # noqa: E402
+from sageattn3.comfyui import node as node_mod  # noqa: E402
+
+
+def test_plans():
+    assert _policy.plan(90, "auto", "auto") == ("sdpa",)
+    assert _policy.plan(89, "auto", "auto") == (("mma", "fp8"),)
+    assert _policy.plan(86, "auto", "auto") == (("mma", "fp16"),)
+    assert _policy.plan(120, "auto", "fp16") == (("mma", "fp16"),)
+    assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
+    assert _policy.min_scores("auto") == _policy.MIN_SCORES_PER_HEAD and _policy.min_scores("mma") == 0
+
+
+def test_choices_are_generated_from_the_policy():
+    assert _policy.KERNEL_CHOICES == ("auto",) + _policy.FAMILIES + ("sdpa",)
+    assert _dispatch.KERNELS == _policy.KERNEL_CHOICES
+    assert node_mod.KERNEL_CHOICES == _policy.KERNEL_CHOICES
+    for f in _policy.FAMILIES:
+        assert f.isidentifier()
+    built = [f["name"] for f in _C.families()]
+    assert set(built) <= set(_policy.FAMILIES), "a compiled family the policy doesn't know"
+
+
+@pytest.mark.parametrize("arch", [80, 86, 89, 90, 120])
+def test_info_route_table_says_what_the_dispatcher_does(arch):
+    dev = {"name": "fake", "sm_arch": arch, "families": ["mma"]}
+    build = {"cuda": True, "cuda_archs": ["sm_90a"]}
+    main = _info._routes(dev, build, True)[0]
+    first = _policy.plan(arch, "auto", "auto")[0]
+    if first == "sdpa":
+        assert main["path"] == "SDPA"
+    else:
+        assert main["path"] == f"{first[0]} kernel (pv={first[1]})"
+
+
+class StubProblem:
+    """What _C.problem returns for CUDA tensors, as far as _serve looks at it."""
+
+    def __init__(self, q, arch=89, answer=("mma", 4096), launch_error=None):
+        self.device, self.sm_arch, self.answer, self.launch_error = 0, arch, answer, launch_error
+        self.selected, self.launched = [], []
+        self.q = q
+
+    def select(self, plan, min_scores):
+        self.selected.append((plan, min_scores))
+        return self.answer
+
+    def launch(self, out, ws_ptr, ws_bytes, stream):
+        if self.launch_error:
+            raise _C.UnsupportedError(self.launch_error)
+        self.launched.append((tuple(out.shape), ws_bytes, stream))
+
+
+@pytest.fixture
+def gpu_like(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_STATIC", None)
+    monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 1234, raising=False)
+    sageattn3.reset_stats()
+
+
+def test_serve_asks_the_policy_and_launches(gpu_like):
+    q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
+    p = StubProblem(q)
+    out, key, detail = _dispatch._serve(p, q, q, q, "auto", "auto")
+    assert key is None and out.shape == q.shape
+    assert p.selected == [((("mma", "fp8"),), _policy.MIN_SCORES_PER_HEAD)]
+    assert p.launched == [((1, 2, 64, 64), 4096, 1234)]
+    assert _stats.stats()["served"] == {"mma": 1}
+
+
+def test_serve_reports_the_family_refusal(gpu_like):
+    q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
+    p = StubProblem(q, arch=90, answer=(None, "sdpa_faster", "details"))
+    assert _dispatch._serve(p, q, q, q, "auto", "auto") == (None, "sdpa_faster", "details")
+    assert p.selected == [(("sdpa",), _policy.MIN_SCORES_PER_HEAD)]
+    p = StubProblem(q, arch=90, answer=(None, "smem_limit", "needs 114688 bytes"))
+    assert _dispatch._serve(p, q, q, q, "mma", "fp16")[1] == "smem_limit"
+    assert p.selected == [((("mma", "fp16"),), 0)]
+    p = StubProblem(q, launch_error="launch_failed: family mma, ...: no kernel image")
+    assert _dispatch._serve(p, q, q, q, "mma", "fp16")[1] == "launch_failed"
+    assert _stats.stats()["served"] == {}
+
+
+def test_serve_grad_and_requested(gpu_like):
+    q = torch.randn(1, 2, 64, 64, dtype=torch.float16, requires_grad=True)
+    p = StubProblem(q)
+    assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] == "requires_grad"
+    with torch.no_grad():
+        assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] is None
+    assert _dispatch._serve(p, q, q, q, "sdpa", "auto")[1] == "requested"
+    assert len(p.launched) == 1
+
+
+def test_why_no_kernels(monkeypatch):
+    monkeypatch.setattr(_dispatch, "_STATIC_REASON", None)
+    facts = {"name": "Tesla T4", "sm_arch": 75, "families": []}
+    monkeypatch.setattr(_dispatch, "device_facts", lambda i: facts)
+    assert _dispatch.why_no_kernels(0) == "no compiled kernel for sm_75 (Tesla T4)"
+    facts = {"name": "H100", "sm_arch": 90, "families": ["mma"]}
+    assert _dispatch.why_no_kernels(0) is None  # auto order is ("sdpa",): nothing is missing
+    facts = {"name": "RTX 4090", "sm_arch": 89, "families": ["mma"]}
+    assert _dispatch.why_no_kernels(0) is None
