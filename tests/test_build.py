@@ -39,40 +39,6 @@ def _run(lib, code):
                           text=True, timeout=300)
 
 
-def test_cpu_only_build_reports_why(cpu_only_build):
-    r = _run(cpu_only_build, """
-        import sageattn3
-        from sageattn3._ext import _C
-        b = _C.build_info()
-        assert b["cuda"] is False and b["cuda_archs"] == [], b
-        assert "SAGEATTN3_CUDA=0" in b["why_no_cuda"], b
-        assert _C.HAS_CUDA == 0
-        text = str(sageattn3.info())
-        assert "SAGEATTN3_CUDA=0" in text, text
-        print("ok")
-    """)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
-
-
-def test_cpu_only_build_serves_sdpa_and_reference(cpu_only_build):
-    pytest.importorskip("torch")
-    r = _run(cpu_only_build, """
-        import numpy as np, torch
-        import sageattn3
-        from sageattn3 import _dispatch
-        from sageattn3._ext import _C
-        q, k, v = (torch.randn(1, 2, 300, 64, dtype=torch.bfloat16) for _ in range(3))
-        out = sageattn3.sageattn(q, k, v)
-        assert torch.equal(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
-        reason = _dispatch._STATIC_REASON
-        assert reason and "SAGEATTN3_CUDA=0" in reason, reason
-        x = np.random.default_rng().standard_normal((1, 1, 9, 32)).astype(np.float32)
-        assert np.isfinite(_C.reference_attention(x, x, x, mode="int8-fp8")).all()
-        print("ok")
-    """)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
-
-
 # ----------------------------------------------------------------------------- portable C11
 
 def _includes(path: Path) -> list:
@@ -266,3 +232,38 @@ def test_msvc_found_through_setuptools_helper(setup_ns, monkeypatch, tmp_path):
     ccbin, env, version = setup_ns["msvc_for_nvcc"]()
     assert seen == ["x64"] and ccbin == str(bindir) and version == (19, 29, 30133)
     assert env["INCLUDE"].endswith("ucrt") and env["WINDOWSSDKVERSION"].startswith("10.0.22621")
+
+
+def test_cpu_only_build_reports_why(cpu_only_build):
+    r = _run(cpu_only_build, """
+        import sageattn3
+        from sageattn3._ext import _C
+        b = _C.build_info()
+        assert b["cuda"] is False and b["cuda_archs"] == [], b
+        assert "SAGEATTN3_CUDA=0" in b["why_no_cuda"], b
+        assert _C.HAS_CUDA == 0
+        text = str(sageattn3.info())
+        assert "SAGEATTN3_CUDA=0" in text, text
+        print("ok")
+    """)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
+
+def test_cpu_only_build_serves_sdpa_and_reference(cpu_only_build):
+    pytest.importorskip("torch")
+    r = _run(cpu_only_build, """
+        import numpy as np, torch
+        import sageattn3
+        from sageattn3 import _dispatch
+        from sageattn3._ext import _C
+        q, k, v = (torch.randn(1, 2, 300, 64, dtype=torch.bfloat16) for _ in range(3))
+        out = sageattn3.sageattn(q, k, v)
+        assert torch.equal(out, torch.nn.functional.scaled_dot_product_attention(q, k, v))
+        reason = _dispatch._STATIC_REASON
+        assert reason and "SAGEATTN3_CUDA=0" in reason, reason
+        x = np.random.default_rng().standard_normal((1, 1, 9, 32)).astype(np.float32)
+        assert np.isfinite(_C.reference_attention(x, x, x, mode="int8-fp8")).all()
+        print("ok")
+    """)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
+
