@@ -266,4 +266,3 @@ def test_cpu_only_build_serves_sdpa_and_reference(cpu_only_build):
         print("ok")
     """)
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout + r.stderr
-
