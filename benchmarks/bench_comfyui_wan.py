@@ -8,6 +8,9 @@ weights on the GPU, and runs one forward step on the latent of 81 frames at 832x
   2. the same model through our `Sage3AttentionOnlySwitch` node (`apply_switch` on a real
      ComfyUI ModelPatcher; the override reaches the model via transformer_options exactly as
      in a ComfyUI run).
+  3. each peer asked for with --peers (default: SageAttention2, when installed; see
+     sageattn3/_peers.py) through the same mechanism: an `optimized_attention_override` that
+     calls the peer (`PeerOverride`), as ComfyUI's own --use-sage-attention would.
 Reports seconds per step (median of CUDA-event-timed runs after warm-up), the speedup, peak
 device memory above the model and inputs, the output cosine similarity of the two runs and
 which path served how many attention calls. JSON goes to benchmarks/results/.
@@ -35,6 +38,7 @@ import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +145,70 @@ def cosine(a, b) -> float:
     a = a.double().flatten()
     b = b.double().flatten()
     return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
+
+
+class PeerOverride:
+    """ComfyUI's `optimized_attention_override` (contract: sageattn3/comfyui/override.py) that
+    serves every call it can with one peer from sageattn3/_peers.py and hands the rest, with
+    the original arguments, to ComfyUI's `func`, counted by reason."""
+    KNOWN = frozenset({"mask", "attn_precision", "skip_reshape", "skip_output_reshape", "transformer_options",
+                       "_inside_attn_wrapper"})
+
+    def __init__(self, peer):
+        import torch
+        self.peer, self.torch = peer, torch
+        self.served = 0
+        self.fallback = {}
+
+    def _back(self, reason, func, args, kwargs):
+        self.fallback[reason] = self.fallback.get(reason, 0) + 1
+        return func(*args, **kwargs)
+
+    def __call__(self, func, *args, **kwargs):
+        torch = self.torch
+        if len(args) != 4 or set(kwargs) - self.KNOWN:
+            return self._back("unexpected arguments", func, args, kwargs)
+        q, k, v, heads = args
+        if kwargs.get("mask") is not None:
+            return self._back("attention mask", func, args, kwargs)
+        if q.dtype not in (torch.float16, torch.bfloat16):
+            return self._back(f"dtype {q.dtype}", func, args, kwargs)
+        if kwargs.get("skip_reshape"):  # (B, H, S, D)
+            layout, (b, h, s, d), hk, sk = "HND", q.shape, k.shape[1], k.shape[2]
+        else:  # (B, S, H*D)
+            layout, (b, s, hd), h = "NHD_FLAT", q.shape, heads
+            d = hd // heads
+            hk, sk = k.shape[-1] // d, k.shape[1]
+        shape = types.SimpleNamespace(b=b, h=h, heads_kv=hk, s=s, seq_k=sk, d=d)
+        ok, why = self.peer.supports(shape, layout, False)
+        if not ok:
+            return self._back(why, func, args, kwargs)
+        out = self.peer.call(torch, q, k, v, layout, heads, False)
+        self.served += 1
+        if layout == "HND" and not kwargs.get("skip_output_reshape"):
+            return out.transpose(1, 2).reshape(b, s, h * d)
+        if layout == "NHD_FLAT" and kwargs.get("skip_output_reshape"):
+            return out.view(b, s, h, d).transpose(1, 2)
+        return out
+
+
+def find_peers(keys, device):
+    """The peers named in `keys` that can run here; prints why the others can't."""
+    import torch
+    from sageattn3 import _peers
+    arch = None
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        arch = 10 * major + minor
+    found = []
+    for p in _peers.discover(torch, arch):
+        if p.key not in keys:
+            continue
+        if p.available:
+            found.append(p)
+        else:
+            print(f"peer {p.label} skipped: {p.reason}", flush=True)
+    return found
 
 
 # --------------------------------------------------------------------------- measuring
@@ -286,6 +354,22 @@ def run(args) -> dict:
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
 
+    result["peers"] = {}
+    for peer in find_peers(args.peers, device):
+        ov = PeerOverride(peer)
+        peer_to = dict(base_to, optimized_attention_override=ov)
+        s_p, t_p, out_p, m_p = timed(lambda: forward(model, inputs, peer_to), warmup, iters, device)
+        cos_p = cosine(out_sdpa, out_p)
+        del out_p
+        print(f"{peer.label} {peer.version} (override): {s_p:.3f} s/step, peak {_fmt_gib(m_p)}, speedup "
+              f"{s_sdpa / s_p:.3f}x, cosine vs SDPA {cos_p:.6f}; per step {ov.served // n_runs} calls served, "
+              f"fallback {{{', '.join(f'{r}: {n // n_runs}' for r, n in ov.fallback.items())}}}", flush=True)
+        result["peers"][peer.key] = {
+            "label": peer.label, "version": peer.version, "where": peer.where, "s_per_step": s_p, "runs_s": t_p,
+            "peak_above_inputs_gib": _gib(m_p), "speedup": s_sdpa / s_p, "cosine_vs_sdpa": cos_p,
+            "calls_per_step": {"served": ov.served // n_runs,
+                               "fallback": {k: v // n_runs for k, v in ov.fallback.items()}}}
+
     if quick:
         sweep = []
         for fb, lb in args.sweep:
@@ -305,7 +389,8 @@ def run(args) -> dict:
     print(f"wrote {out}")
     print(f"| {result['env'].get('device')} | {result['config']} | {n_tok} tokens | SDPA {s_sdpa:.2f} s | "
           f"node {s_node:.2f} s | {s_sdpa / s_node:.2f}x | peak {_fmt_gib(m_sdpa)} / {_fmt_gib(m_node)} | "
-          f"cos {cos:.5f} |")
+          f"cos {cos:.5f} |" + "".join(f" {p['label']} {p['s_per_step']:.2f} s ({p['speedup']:.2f}x, cos "
+                                         f"{p['cosine_vs_sdpa']:.5f}) |" for p in result["peers"].values()))
     return result
 
 
@@ -329,6 +414,9 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", type=_pair, nargs="*", default=list(DEFAULT_SWEEP),
                    help="--small/--tiny: first,last block counts kept on SDPA, e.g. 0,0 1,1")
     p.add_argument("--out", help="JSON path (default benchmarks/results/comfyui_wan_*.json)")
+    p.add_argument("--peers", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
+                   default=["sageattention"], help="comma-separated peers to run through the same override "
+                   "mechanism when installed (sageattention, comfy_kitchen; '' for none; default sageattention)")
     args = p.parse_args(argv)
     run(args)
     return 0

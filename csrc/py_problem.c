@@ -518,7 +518,7 @@ static PyMethodDef sa3_problem_methods[] = {
 };
 
 static PyType_Slot sa3_problem_slots[] = {
-    {Py_tp_dealloc, (void *)sa3_problem_dealloc},
+    {Py_tp_dealloc, (void *)(uintptr_t)sa3_problem_dealloc}, /* via an integer: ISO C (see module.c) */
     {Py_tp_methods, (void *)sa3_problem_methods},
     {Py_tp_getset, (void *)sa3_problem_getset},
     {Py_tp_doc, (void *)"A validated attention call (sageattn3._C.problem): ask select(), then launch()."},

@@ -9,6 +9,11 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
   3. the mma kernel forced: sageattn(kernel="mma") when the dispatcher serves it with the
      kernel, otherwise the kernel called directly (same workspace/output allocation as the
      dispatcher), so the kernel's own speed is visible at every size.
+  4. every peer found installed (sageattn3/_peers.py: SageAttention2 `sageattn`, comfy-kitchen
+     `int8_attention`; --no-peers skips them), on the same inputs in our layout, converting
+     layout inside the timed call only as the peer needs it (so its copies count); a peer
+     that is absent is skipped with a message, one that can't take a shape (comfy-kitchen:
+     causal) shows why in that row; the JSON records each peer's version.
 Each: 1 s of GPU rest (--rest; under sustained load the card lowers its clock, and a backend
 timed right after another would inherit that one's load), warm-up (>= 0.3 s of calls, so the
 card's power-driven clock has settled for that kernel), then the median of >= 20
@@ -22,7 +27,8 @@ itself counts: SDPA is ~1.0x), reported as a multiple of the output's size.
 Accuracy: rel-L1 = sum|out-ref|/sum|ref| against float64, on inputs whose K carries a per-channel
 offset of 5 sigma (as real DiT keys do). To stay fast at 80k tokens the float64 reference is
 computed for 256 random query rows (all keys) of one random head (seeded); every backend is
-compared on those same rows. Timing uses plain N(0,1) bf16 inputs.
+compared on those same rows; "cos/SDPA" is the cosine of each backend's whole output vs SDPA's
+on the same K-offset inputs. Timing uses plain N(0,1) bf16 inputs.
 Writes a table to stdout, a progress line per shape to stderr, JSON (every number, card,
 driver/CUDA/torch versions, git commit) and a PNG plot (if matplotlib is installed) to
 benchmarks/results/<YYYY-MM-DD>_<card>.json/.png (or --out DIR; an existing file gets a _2, _3...
@@ -47,7 +53,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from . import _policy, _stats
+from . import _peers, _policy, _stats
 from ._ext import _C
 
 ACC_ROWS = 256
@@ -221,6 +227,7 @@ class Measure:
     peak_extra_bytes: Optional[int] = None
     mem_x_out: Optional[float] = None
     rel_l1: Optional[float] = None
+    cos_sdpa: Optional[float] = None  # cosine of the whole output vs SDPA's, same (K-offset) inputs
     route: str = ""
     error: Optional[str] = None
 
@@ -313,7 +320,7 @@ def _make(torch, gen, sh: Shape, layout: str, dtype):
 
 
 def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, warmup: int,
-                runs: Optional[int], accuracy: bool, rest_s: float = 1.0) -> dict:
+                runs: Optional[int], accuracy: bool, rest_s: float = 1.0, peers=()) -> dict:
     from . import api
     from ._check import _kernel_call
 
@@ -388,12 +395,24 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
         routes["mma"] = f"direct run_family('mma') (dispatcher: {r})"
         return call_mma_direct
 
+    def resolve_peer(peer):
+        """A peer (_peers.py) is one more backend: same inputs (read through `cur`), its own
+        layout conversion inside the call, so its copies are timed and counted."""
+        ok, why = peer.supports(sh, layout, sh.causal)
+        if not ok:
+            raise _Unavailable(f"unavailable: {peer.label} {why}")
+        routes[peer.key] = f"{peer.label} {peer.version}"
+        return lambda: peer.call(torch, cur["q"], cur["k"], cur["v"], layout, heads, sh.causal)
+
     # SDPA first (ANCHORS.md), then ours; each backend's path is resolved right before it runs.
     routes = {"sdpa": "SDPA (default backend)"}
     backends = []
     results: Dict[str, Measure] = {}
     out_bytes = q.numel() * q.element_size()
-    for name, resolve in (("sdpa", lambda: call_sdpa), ("auto", resolve_auto), ("mma", resolve_mma)):
+    plan = [("sdpa", lambda: call_sdpa), ("auto", resolve_auto), ("mma", resolve_mma)]
+    plan += [(p.key, (lambda p=p: resolve_peer(p))) for p in peers]
+    row["backends"] = [name for name, _ in plan]
+    for name, resolve in plan:
         m = Measure()
         results[name] = m
         try:
@@ -442,7 +461,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
     for name, m in results.items():
         row[name] = asdict(m)
     s_ms = results["sdpa"].ms
-    for name in ("auto", "mma"):
+    for name in row["backends"][1:]:
         m = results[name]
         row[f"x_sdpa_{name}"] = (s_ms / m.ms) if (s_ms and m.ms) else None
     del q, k, v
@@ -451,9 +470,24 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
 
 # ----------------------------------------------------------------------------- output
 
+def _cosine(torch, a, b, layout: str, heads: int) -> float:
+    """Cosine similarity of two whole outputs, accumulated in float64 one head at a time (so a
+    float copy of an 80k-token output is never made)."""
+    from ._check import to_hnd
+    ah, bh = to_hnd(a, layout, heads), to_hnd(b, layout, heads)
+    dot = na = nb = 0.0
+    for h in range(ah.shape[1]):
+        x, y = ah[:, h].double(), bh[:, h].double()
+        dot += float((x * y).sum())
+        na += float((x * x).sum())
+        nb += float((y * y).sum())
+    return dot / math.sqrt(na * nb) if na > 0 and nb > 0 else float("nan")
+
+
 def _accuracy(torch, sh: Shape, layout: str, dtype, seed: int, gen, cur: dict, backends, results) -> dict:
     """rel-L1 vs float64 of every backend on the K-offset variant of the inputs, on ACC_ROWS
-    random query rows (all keys) of one random head of batch 0."""
+    random query rows (all keys) of one random head of batch 0; and the cosine of each whole
+    output against SDPA's on the same inputs (SDPA runs first, its output is kept for this)."""
     from ._check import reference_f64_torch, rel_l1_torch, to_hnd
 
     q, k, v = cur["q"], cur["k"], cur["v"]
@@ -469,6 +503,7 @@ def _accuracy(torch, sh: Shape, layout: str, dtype, seed: int, gen, cur: dict, b
     ref = reference_f64_torch(torch, qh[b0:b0 + 1], kh[b0:b0 + 1], vh[b0:b0 + 1], is_causal=sh.causal,
                               rows=rows, heads=[head])
     cur["k"] = k_off
+    sdpa_out = None
     for name, fn in backends:
         m = results[name]
         try:
@@ -478,9 +513,16 @@ def _accuracy(torch, sh: Shape, layout: str, dtype, seed: int, gen, cur: dict, b
             m.rel_l1 = rel_l1_torch(torch, oh, ref)
             if not math.isfinite(m.rel_l1):
                 m.error = (m.error or "") + " non-finite output"
+            if name == "sdpa":
+                sdpa_out = out
+            elif sdpa_out is not None:
+                m.cos_sdpa = _cosine(torch, out, sdpa_out, layout, sh.h)
             del out
         except Exception as exc:
             m.error = (m.error or "") + f" accuracy run: {type(exc).__name__}: {exc}"
+    if sdpa_out is not None:
+        results["sdpa"].cos_sdpa = 1.0
+    del sdpa_out
     cur["k"] = k
     return {"rows": nrows, "head": head, "batch": b0, "k_offset_sigma": K_OFFSET_SIGMA}
 
@@ -489,39 +531,66 @@ def _f(x, fmt="{:.1f}", none="-"):
     return none if x is None else fmt.format(x)
 
 
+OURS = ("sdpa", "auto", "mma")
+TAGS = {"sdpa": "s", "auto": "a", "mma": "m", **{p.key: p.tag for p in _peers.PEERS}}
+
+
+def _peer_keys(rows: List[dict]) -> List[str]:
+    """The peers timed in any row, in the order they ran."""
+    keys: List[str] = []
+    for r in rows:
+        keys += [k for k in r.get("backends", OURS) if k not in OURS and k not in keys]
+    return keys
+
+
 def format_table(rows: List[dict]) -> str:
+    peers = _peer_keys(rows)
+    names = list(OURS) + peers
+    tags = "/".join(TAGS.get(n, n) for n in names)
+    w = 6 + 5 * len(peers)
     head = (f"{'shape':<14} {'layout':<8} {'(B,H,Sq,D)':<22} {'SDPA ms':>8} {'TOPS':>6} | {'auto ms':>8} {'TOPS':>6} "
-            f"{'xSDPA':>6} {'route':<6} | {'mma ms':>8} {'TOPS':>6} {'xSDPA':>6} | {'mem xout s/a/m':<16} | "
-            f"{'rel-L1 s/a/m':<22} | {'host us s/a/m':<14} | noise")
+            f"{'xSDPA':>6} {'route':<6} | {'mma ms':>8} {'TOPS':>6} {'xSDPA':>6} | "
+            + "".join(f"{TAGS.get(p, p) + ' ms':>8} {'TOPS':>6} {'xSDPA':>6} | " for p in peers)
+            + f"{'mem xout ' + tags:<{10 + w + 6}} | {'rel-L1 ' + tags:<{16 + 7 * len(peers) + 6}} | "
+            f"{'cos/SDPA ' + tags[2:]:<{20 + 8 * len(peers)}} | {'host us ' + tags:<{14 + 4 * len(peers)}} | noise")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("error"):
             lines.append(f"{r['name']:<14} {r.get('layout', ''):<8} ERROR: {r['error']}")
             continue
         s, a, m = r["sdpa"], r["auto"], r["mma"]
+        ms = [r.get(n) or {} for n in names]
         route = "mma" if a.get("route") == "mma" else ("sdpa" if a.get("route", "").startswith("SDPA") else "?")
         dims = f"({r['b']},{r['h']}{'/' + str(r['hkv']) if r['hkv'] != r['h'] else ''},{r['sq']}" \
                f"{'x' + str(r['sk']) if r['sk'] != r['sq'] else ''},{r['d']}){' c' if r['causal'] else ''}"
-        mem = "/".join(_f(x.get("mem_x_out"), "{:.2f}") for x in (s, a, m))
-        acc = "/".join(_f(x.get("rel_l1"), "{:.4f}") for x in (s, a, m))
-        host = "/".join(_f(x.get("host_us"), "{:.0f}") for x in (s, a, m))
+        mem = "/".join(_f(x.get("mem_x_out"), "{:.2f}") for x in ms)
+        acc = "/".join(_f(x.get("rel_l1"), "{:.4f}") for x in ms)
+        cos = "/".join(_f(x.get("cos_sdpa"), "{:.5f}") for x in ms[1:])
+        host = "/".join(_f(x.get("host_us"), "{:.0f}") for x in ms)
+        peer_cols = "".join(f"{_f((r.get(p) or {}).get('ms'), '{:.3f}'):>8} {_f((r.get(p) or {}).get('tops')):>6} "
+                            f"{_f(r.get('x_sdpa_' + p), '{:.2f}'):>6} | " for p in peers)
         lines.append(
             f"{r['name']:<14} {r['layout']:<8} {dims:<22} {_f(s.get('ms'), '{:.3f}'):>8} {_f(s.get('tops')):>6} | "
             f"{_f(a.get('ms'), '{:.3f}'):>8} {_f(a.get('tops')):>6} {_f(r.get('x_sdpa_auto'), '{:.2f}'):>6} "
             f"{route:<6} | {_f(m.get('ms'), '{:.3f}'):>8} {_f(m.get('tops')):>6} "
-            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {mem:<16} | {acc:<22} | {host:<14} | "
+            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {peer_cols}{mem:<{10 + w + 6}} | "
+            f"{acc:<{16 + 7 * len(peers) + 6}} | {cos:<{20 + 8 * len(peers)}} | {host:<{14 + 4 * len(peers)}} | "
             f"{_f(None if r.get('sdpa_noise') is None else 100 * r['sdpa_noise'], '{:.0f}%')}")
-        for name in ("sdpa", "auto", "mma"):
-            err = r[name].get("error")
+        for name in names:
+            err = (r.get(name) or {}).get("error")
             if err:
                 lines.append(f"{'':<14} {name}: {err}")
         if r.get("sdpa_again_error"):
             lines.append(f"{'':<14} sdpa re-timing (noise): {r['sdpa_again_error']}")
         if (r.get("accuracy") or {}).get("error"):
             lines.append(f"{'':<14} accuracy: {r['accuracy']['error']}")
+    labels = {p.key: p.label for p in _peers.PEERS}
+    legend = "; ".join(f"{TAGS.get(p, p)} = {labels.get(p, p)}" for p in peers)
     lines.append("xSDPA = TOPS(ours)/TOPS(SDPA); mem = peak extra memory / output size; rel-L1 vs float64 "
-                 f"({ACC_ROWS} random query rows of one head, K offset {K_OFFSET_SIGMA:g} sigma); s/a/m = SDPA / "
-                 "sageattn auto / mma kernel forced; host = host time per timed call (the GPU times exclude it); noise = "
+                 f"({ACC_ROWS} random query rows of one head, K offset {K_OFFSET_SIGMA:g} sigma); cos/SDPA = cosine "
+                 "of the whole output vs SDPA's on those inputs; s/a/m = SDPA / "
+                 "sageattn auto / mma kernel forced" + (f"; peers (same run, same inputs): {legend}" if peers else "")
+                 + "; host = host time per timed call (the GPU times exclude it); noise = "
                  "SDPA timed again after the others, relative change")
     return "\n".join(lines)
 
@@ -539,11 +608,14 @@ def plot(rows: List[dict], env: dict, path: Path) -> Optional[str]:
         return "nothing to plot"
     names = [r["name"] for r in rows]
     series = [("sdpa", "SDPA (default)"), ("auto", "sageattn3 auto"), ("mma", "mma kernel forced")]
+    versions = {p.get("key"): p for p in env.get("peers") or []}
+    series += [(k, f"{versions.get(k, {}).get('label', k)} {versions.get(k, {}).get('version') or ''} (peer)".strip())
+               for k in _peer_keys(rows)]
     width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(rows)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(8, 0.45 * len(series) * len(rows)), 4.8))
     for i, (key, label) in enumerate(series):
-        vals = [r[key].get("tops") or 0.0 for r in rows]
-        xs = [j + (i - 1) * width for j in range(len(rows))]
+        vals = [(r.get(key) or {}).get("tops") or 0.0 for r in rows]
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(rows))]
         bars = ax.bar(xs, vals, width, label=label)
         if key != "sdpa":
             for bar, r in zip(bars, rows):
@@ -555,7 +627,7 @@ def plot(rows: List[dict], env: dict, path: Path) -> Optional[str]:
     ax.set_xticklabels([f"{n}\n{r['layout']}" for n, r in zip(names, rows)], fontsize=8)
     ax.set_ylabel("TOPS (4*B*H*Sq*Sk*D / time; causal halved)")
     git = ((env.get("git") or {}).get("commit") or "")[:10] or "no git commit"
-    ax.set_title(f"sageattn3 {env.get('sageattn3')} vs SDPA on {env.get('card')} (torch {env.get('torch')}, "
+    ax.set_title(f"sageattn3 {env.get('sageattn3')} vs SDPA{' and peers' if len(series) > 3 else ''} on {env.get('card')} (torch {env.get('torch')}, "
                  f"{env.get('date')}, {git})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -606,6 +678,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", default=None, help="write the JSON here instead")
     p.add_argument("--no-save", action="store_true", help="write no JSON/PNG")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-peers", action="store_true", help="don't time the other attention packages found "
+                   "installed (sageattention, comfy_kitchen; see sageattn3/_peers.py)")
 
 
 def select_shapes(args, error) -> List[Shape]:
@@ -639,6 +713,14 @@ def _cuda_reason(torch) -> Optional[str]:
     return None
 
 
+def _report_peers(found, stream) -> None:
+    for p in found:
+        if p.available:
+            print(f"bench: peer {p.label} {p.version} ({p.module}, {p.where}): timed beside us", file=stream)
+        else:
+            print(f"bench: peer {p.label} skipped: {p.reason}", file=stream)
+
+
 def run(args, shapes: List[Shape], stream=None) -> dict:
     """Benchmark `shapes`; returns {'env', 'rows', 'ok', 'json', 'png'}. Prints as it goes."""
     stream = stream or sys.stdout
@@ -655,6 +737,8 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
             print(f"  {sh.name:<14} {sh.dims():<24} {'causal' if sh.causal else '':<7} {layout:<9} "
                   f"{sh.flops() / 1e12:8.3g} TFLOP/call  SDPA, sageattn(auto), mma forced; median of {runs} runs",
                   file=stream)
+        if not args.no_peers:
+            _report_peers(_peers.discover(torch), stream)
         return {"env": None, "rows": [], "ok": True, "skipped": reason}
 
     env = environment(torch)
@@ -663,6 +747,10 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
           f"torch {env['torch']} CUDA {env['torch_cuda']} cuDNN {env['cudnn']}, sageattn3 {env['sageattn3']} "
           f"(kernels: {'yes, ' + ','.join(env['build'].get('cuda_archs') or []) if env['build'] and env['build'].get('cuda') else 'no'}), "
           f"commit {(env['git'] or {}).get('commit')}", file=sys.stderr, flush=True)
+    found = [] if args.no_peers else _peers.discover(torch, env["sm_arch"])
+    env["peers"] = [p.facts() for p in found]
+    peers = [p for p in found if p.available]
+    _report_peers(found, stream)
     rows = []
     t_all = time.perf_counter()
     for i, sh in enumerate(shapes):
@@ -671,7 +759,7 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
         try:
             row = bench_shape(torch, sh, layout=layout, pv=args.pv, dtype=dtype, seed=args.seed + i,
                               warmup=args.warmup, runs=args.runs, accuracy=not args.no_accuracy,
-                              rest_s=args.rest)
+                              rest_s=args.rest, peers=peers)
         except Exception as exc:
             row = {"name": sh.name, "layout": layout, "error": f"{type(exc).__name__}: {exc}"}
         row["seconds"] = time.perf_counter() - t0
@@ -683,7 +771,8 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
             s, a, m = row["sdpa"], row["auto"], row["mma"]
             msg = (f"SDPA {_f(s['ms'], '{:.3f}')} ms {_f(s['tops'])} TOPS | auto {_f(a['ms'], '{:.3f}')} ms "
                    f"{_f(row['x_sdpa_auto'], '{:.2f}')}x [{a['route'] or a.get('error')}] | mma "
-                   f"{_f(m['ms'], '{:.3f}')} ms {_f(row['x_sdpa_mma'], '{:.2f}')}x")
+                   f"{_f(m['ms'], '{:.3f}')} ms {_f(row['x_sdpa_mma'], '{:.2f}')}x"
+                   + "".join(f" | {p.tag} {_f(row.get('x_sdpa_' + p.key), '{:.2f}')}x" for p in peers))
         print(f"[{i + 1}/{len(shapes)}] {sh.name} {sh.dims()} {layout}: {msg} ({row['seconds']:.1f} s)",
               file=sys.stderr, flush=True)
     print(format_table(rows), file=stream, flush=True)
@@ -713,7 +802,8 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
 
 
 def _row_errors(row: dict) -> List[str]:
-    """Errors of one row; a backend that is merely unavailable (no kernels) is not an error."""
+    """Errors of one row; a backend that is merely unavailable (no kernels) is not an error. A
+    peer's failure is shown in the table but is not ours to fail the run for."""
     if row.get("error"):
         return [row["error"]]
     errs = []
@@ -730,7 +820,7 @@ def summary(result: dict) -> str:
         return f"bench: skipped ({result['skipped']})"
     rows = [r for r in result["rows"] if not r.get("error")]
     parts = []
-    for key in ("auto", "mma"):
+    for key in ["auto", "mma"] + _peer_keys(rows):
         xs = [r[f"x_sdpa_{key}"] for r in rows if r.get(f"x_sdpa_{key}")]
         if xs:
             gm = math.exp(sum(math.log(x) for x in xs) / len(xs))

@@ -291,9 +291,15 @@ def format_info(d: dict) -> str:
     if b.get("cuda"):
         _fmt_kv(lines, "CUDA", f"yes, CUDA {b.get('cuda_version')}", 4)
         _fmt_kv(lines, "archs", ", ".join(b.get("cuda_archs") or []) or "-", 4)
+        _fmt_kv(lines, "PTX", (b.get("cuda_ptx") or "none") + ("  (newer GPUs JIT it at first use)"
+                                                               if b.get("cuda_ptx") else ""), 4)
         kernels = b.get("kernels")
         if kernels is not None:
-            _fmt_kv(lines, "kernels", ", ".join(kernels) if isinstance(kernels, (list, tuple)) else kernels, 4)
+            fam = b.get("family_archs") or {}
+            _fmt_kv(lines, "kernels", ", ".join(f"{k} ({fam[k]})" if k in fam else str(k) for k in kernels)
+                    if isinstance(kernels, (list, tuple)) else kernels, 4)
+        if b.get("nvcc_host_compiler"):
+            _fmt_kv(lines, "nvcc host", b["nvcc_host_compiler"], 4)
     else:
         _fmt_kv(lines, "CUDA", f"no: {b.get('why_no_cuda')}", 4)
         _fmt_kv(lines, "to get kernels", b.get("how_to_get_kernels", HOW_TO_GET_KERNELS), 4)

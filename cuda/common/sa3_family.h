@@ -102,14 +102,16 @@ typedef struct sa3_family {
                          size_t err_len);
 } sa3_family;
 
-/* 1 if a cubin of one of the family's targets runs on sm_arch: a plain sm_XY cubin runs on
- * the same major with minor >= Y, an arch-specific sm_XYa only on exactly XY. */
+/* 1 if one of the family's targets runs on sm_arch: a plain sm_XY cubin runs on the same
+ * major with minor >= Y, an arch-specific sm_XYa only on exactly XY, and compute_XY PTX
+ * (target code 10*XY + 2) on every GPU of compute capability >= XY (the driver JITs it). */
 static inline int sa3_family_runs_on(const sa3_family *f, int sm_arch) {
     int i;
     for (i = 0; i < f->n_targets; i++) {
-        int t = f->targets[i], arch = t / 10, specific = t % 10;
+        int t = f->targets[i], arch = t / 10, kind = t % 10;
         if (t <= 0) continue;
-        if (specific ? arch == sm_arch : (arch / 10 == sm_arch / 10 && sm_arch >= arch)) return 1;
+        if (kind == 2 ? sm_arch >= arch : kind == 1 ? arch == sm_arch : (arch / 10 == sm_arch / 10 && sm_arch >= arch))
+            return 1;
     }
     return 0;
 }
