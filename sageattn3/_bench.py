@@ -6,9 +6,10 @@ Method (ANCHORS.md, "How to measure"), per shape, in one process on the same inp
      (HND: direct; NHD: transposed views; NHD_FLAT (B,S,H*D): view + transpose, output
      transposed back and reshaped), first;
   2. sageattn3.sageattn(kernel="auto") (what users get: the dispatcher may route to SDPA);
-  3. the mma kernel forced: sageattn(kernel="mma") when the dispatcher serves it with the
-     kernel, otherwise the kernel called directly (same workspace/output allocation as the
-     dispatcher), so the kernel's own speed is visible at every size.
+  3. every kernel family of the policy forced (_policy.FAMILIES: hopper, mma): sageattn(kernel=
+     <family>) when the dispatcher serves it with the kernel, otherwise the kernel called
+     directly (same workspace/output allocation as the dispatcher), so each kernel's own speed
+     is visible at every size; a family not compiled for this GPU shows "unavailable".
   4. every peer found installed (sageattn3/_peers.py: SageAttention2 `sageattn`, comfy-kitchen
      `int8_attention`; --no-peers skips them), on the same inputs in our layout, converting
      layout inside the timed call only as the peer needs it (so its copies count); a peer
@@ -340,7 +341,7 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             facts = _C.device_info(torch.cuda.current_device())
         except Exception:
             facts = None
-    kernel_pv = pv if pv != "auto" else _policy.default_pv("mma", int((facts or {}).get("sm_arch", 0)))
+    arch = int((facts or {}).get("sm_arch", 0))
 
     cur = {"q": q, "k": k, "v": v}  # the inputs every backend reads (the accuracy pass swaps K)
 
@@ -348,26 +349,31 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
         return api.sageattn(cur["q"], cur["k"], cur["v"], tensor_layout=layout, is_causal=sh.causal, heads=heads,
                             pv=pv)
 
-    def call_mma_api():
-        return api.sageattn(cur["q"], cur["k"], cur["v"], tensor_layout=layout, is_causal=sh.causal, heads=heads,
-                            kernel="mma", pv=pv)
+    def call_family_api(fam):
+        return lambda: api.sageattn(cur["q"], cur["k"], cur["v"], tensor_layout=layout, is_causal=sh.causal,
+                                    heads=heads, kernel=fam, pv=pv)
 
-    def call_mma_direct():
-        out = torch.empty_like(cur["q"])
-        _kernel_call(torch, cur["q"], cur["k"], cur["v"], out, layout, heads, sh.causal, None, kernel_pv)
-        return out
+    def call_family_direct(fam):
+        fam_pv = pv if pv != "auto" else _policy.default_pv(fam, arch)
+
+        def call():
+            out = torch.empty_like(cur["q"])
+            _kernel_call(torch, fam, cur["q"], cur["k"], cur["v"], out, layout, heads, sh.causal, None, fam_pv)
+            return out
+        return call
 
     def call_sdpa():
         return _sdpa(torch, cur["q"], cur["k"], cur["v"], layout, heads, sh.causal)
 
     def route_of(fn) -> str:
-        """Which path one call takes: 'mma' or 'SDPA: <reason>'."""
+        """Which path one call takes: the family that served it, or 'SDPA: <reason>'."""
         before = _stats.stats()
         fn()
         torch.cuda.synchronize()
         after = _stats.stats()
-        if after["served"].get("mma", 0) > before["served"].get("mma", 0):
-            return "mma"
+        for fam, n in after["served"].items():
+            if n > before["served"].get(fam, 0):
+                return fam
         for reason, n in after["fallback"].items():
             if n > before["fallback"].get(reason, 0):
                 return "SDPA: " + reason
@@ -377,23 +383,25 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
         routes["auto"] = route_of(call_auto)
         return call_auto
 
-    def resolve_mma():
+    def resolve_family(fam):
         if not has_kernels:
             raise _Unavailable("unavailable: " + (str(_C.build_info().get("why_no_cuda")) if _C else "no extension"))
-        if facts is not None and "mma" not in facts.get("families", ()):
-            raise _Unavailable(f"unavailable: no kernel for sm_{facts.get('sm_arch')}")
-        r = route_of(call_mma_api)
-        if r == "mma":
-            routes["mma"] = "sageattn(kernel='mma')"
-            return call_mma_api
+        if facts is not None and fam not in facts.get("families", ()):
+            raise _Unavailable(f"unavailable: no {fam} kernel for sm_{facts.get('sm_arch')} in this build")
+        api_call = call_family_api(fam)
+        r = route_of(api_call)
+        if r == fam:
+            routes[fam] = f"sageattn(kernel='{fam}')"
+            return api_call
+        direct = call_family_direct(fam)
         unsupported = getattr(_C, "UnsupportedError", ())
         try:
-            call_mma_direct()
+            direct()
             torch.cuda.synchronize()
         except unsupported as exc:
             raise _Unavailable(f"unavailable: kernel declined: {exc}") from None
-        routes["mma"] = f"direct run_family('mma') (dispatcher: {r})"
-        return call_mma_direct
+        routes[fam] = f"direct run_family('{fam}') (dispatcher: {r})"
+        return direct
 
     def resolve_peer(peer):
         """A peer (_peers.py) is one more backend: same inputs (read through `cur`), its own
@@ -409,7 +417,8 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
     backends = []
     results: Dict[str, Measure] = {}
     out_bytes = q.numel() * q.element_size()
-    plan = [("sdpa", lambda: call_sdpa), ("auto", resolve_auto), ("mma", resolve_mma)]
+    plan = [("sdpa", lambda: call_sdpa), ("auto", resolve_auto)]
+    plan += [(f, (lambda f=f: resolve_family(f))) for f in _policy.FAMILIES]
     plan += [(p.key, (lambda p=p: resolve_peer(p))) for p in peers]
     row["backends"] = [name for name, _ in plan]
     for name, resolve in plan:
@@ -531,8 +540,8 @@ def _f(x, fmt="{:.1f}", none="-"):
     return none if x is None else fmt.format(x)
 
 
-OURS = ("sdpa", "auto", "mma")
-TAGS = {"sdpa": "s", "auto": "a", "mma": "m", **{p.key: p.tag for p in _peers.PEERS}}
+OURS = ("sdpa", "auto") + _policy.FAMILIES
+TAGS = {"sdpa": "s", "auto": "a", **{f: f[0] for f in _policy.FAMILIES}, **{p.key: p.tag for p in _peers.PEERS}}
 
 
 def _peer_keys(rows: List[dict]) -> List[str]:
@@ -546,11 +555,12 @@ def _peer_keys(rows: List[dict]) -> List[str]:
 def format_table(rows: List[dict]) -> str:
     peers = _peer_keys(rows)
     names = list(OURS) + peers
+    more = names[2:]  # the families forced, then the peers: ms, TOPS, xSDPA each
     tags = "/".join(TAGS.get(n, n) for n in names)
     w = 6 + 5 * len(peers)
     head = (f"{'shape':<14} {'layout':<8} {'(B,H,Sq,D)':<22} {'SDPA ms':>8} {'TOPS':>6} | {'auto ms':>8} {'TOPS':>6} "
-            f"{'xSDPA':>6} {'route':<6} | {'mma ms':>8} {'TOPS':>6} {'xSDPA':>6} | "
-            + "".join(f"{TAGS.get(p, p) + ' ms':>8} {'TOPS':>6} {'xSDPA':>6} | " for p in peers)
+            f"{'xSDPA':>6} {'route':<7} | "
+            + "".join(f"{TAGS.get(p, p) + ' ms':>8} {'TOPS':>6} {'xSDPA':>6} | " for p in more)
             + f"{'mem xout ' + tags:<{10 + w + 6}} | {'rel-L1 ' + tags:<{16 + 7 * len(peers) + 6}} | "
             f"{'cos/SDPA ' + tags[2:]:<{20 + 8 * len(peers)}} | {'host us ' + tags:<{14 + 4 * len(peers)}} | noise")
     lines = [head, "-" * len(head)]
@@ -558,22 +568,22 @@ def format_table(rows: List[dict]) -> str:
         if r.get("error"):
             lines.append(f"{r['name']:<14} {r.get('layout', ''):<8} ERROR: {r['error']}")
             continue
-        s, a, m = r["sdpa"], r["auto"], r["mma"]
+        s, a = r["sdpa"], r["auto"]
         ms = [r.get(n) or {} for n in names]
-        route = "mma" if a.get("route") == "mma" else ("sdpa" if a.get("route", "").startswith("SDPA") else "?")
+        ar = a.get("route") or ""
+        route = ar if ar in _policy.FAMILIES else ("sdpa" if ar.startswith("SDPA") else "?")
         dims = f"({r['b']},{r['h']}{'/' + str(r['hkv']) if r['hkv'] != r['h'] else ''},{r['sq']}" \
                f"{'x' + str(r['sk']) if r['sk'] != r['sq'] else ''},{r['d']}){' c' if r['causal'] else ''}"
         mem = "/".join(_f(x.get("mem_x_out"), "{:.2f}") for x in ms)
         acc = "/".join(_f(x.get("rel_l1"), "{:.4f}") for x in ms)
         cos = "/".join(_f(x.get("cos_sdpa"), "{:.5f}") for x in ms[1:])
         host = "/".join(_f(x.get("host_us"), "{:.0f}") for x in ms)
-        peer_cols = "".join(f"{_f((r.get(p) or {}).get('ms'), '{:.3f}'):>8} {_f((r.get(p) or {}).get('tops')):>6} "
-                            f"{_f(r.get('x_sdpa_' + p), '{:.2f}'):>6} | " for p in peers)
+        more_cols = "".join(f"{_f((r.get(p) or {}).get('ms'), '{:.3f}'):>8} {_f((r.get(p) or {}).get('tops')):>6} "
+                            f"{_f(r.get('x_sdpa_' + p), '{:.2f}'):>6} | " for p in more)
         lines.append(
             f"{r['name']:<14} {r['layout']:<8} {dims:<22} {_f(s.get('ms'), '{:.3f}'):>8} {_f(s.get('tops')):>6} | "
             f"{_f(a.get('ms'), '{:.3f}'):>8} {_f(a.get('tops')):>6} {_f(r.get('x_sdpa_auto'), '{:.2f}'):>6} "
-            f"{route:<6} | {_f(m.get('ms'), '{:.3f}'):>8} {_f(m.get('tops')):>6} "
-            f"{_f(r.get('x_sdpa_mma'), '{:.2f}'):>6} | {peer_cols}{mem:<{10 + w + 6}} | "
+            f"{route:<7} | {more_cols}{mem:<{10 + w + 6}} | "
             f"{acc:<{16 + 7 * len(peers) + 6}} | {cos:<{20 + 8 * len(peers)}} | {host:<{14 + 4 * len(peers)}} | "
             f"{_f(None if r.get('sdpa_noise') is None else 100 * r['sdpa_noise'], '{:.0f}%')}")
         for name in names:
@@ -586,10 +596,11 @@ def format_table(rows: List[dict]) -> str:
             lines.append(f"{'':<14} accuracy: {r['accuracy']['error']}")
     labels = {p.key: p.label for p in _peers.PEERS}
     legend = "; ".join(f"{TAGS.get(p, p)} = {labels.get(p, p)}" for p in peers)
+    fams = " / ".join(f"{f} kernel forced" for f in _policy.FAMILIES)
     lines.append("xSDPA = TOPS(ours)/TOPS(SDPA); mem = peak extra memory / output size; rel-L1 vs float64 "
                  f"({ACC_ROWS} random query rows of one head, K offset {K_OFFSET_SIGMA:g} sigma); cos/SDPA = cosine "
-                 "of the whole output vs SDPA's on those inputs; s/a/m = SDPA / "
-                 "sageattn auto / mma kernel forced" + (f"; peers (same run, same inputs): {legend}" if peers else "")
+                 f"of the whole output vs SDPA's on those inputs; {'/'.join(TAGS[n] for n in OURS)} = SDPA / "
+                 f"sageattn auto / {fams}" + (f"; peers (same run, same inputs): {legend}" if peers else "")
                  + "; host = host time per timed call (the GPU times exclude it); noise = "
                  "SDPA timed again after the others, relative change")
     return "\n".join(lines)
@@ -607,7 +618,8 @@ def plot(rows: List[dict], env: dict, path: Path) -> Optional[str]:
     if not rows:
         return "nothing to plot"
     names = [r["name"] for r in rows]
-    series = [("sdpa", "SDPA (default)"), ("auto", "sageattn3 auto"), ("mma", "mma kernel forced")]
+    series = [("sdpa", "SDPA (default)"), ("auto", "sageattn3 auto")]
+    series += [(f, f"{f} kernel forced") for f in _policy.FAMILIES]
     versions = {p.get("key"): p for p in env.get("peers") or []}
     series += [(k, f"{versions.get(k, {}).get('label', k)} {versions.get(k, {}).get('version') or ''} (peer)".strip())
                for k in _peer_keys(rows)]
@@ -735,7 +747,8 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
             layout = args.layout or default_layout(sh)
             runs = args.runs if args.runs is not None else sh.min_runs
             print(f"  {sh.name:<14} {sh.dims():<24} {'causal' if sh.causal else '':<7} {layout:<9} "
-                  f"{sh.flops() / 1e12:8.3g} TFLOP/call  SDPA, sageattn(auto), mma forced; median of {runs} runs",
+                  f"{sh.flops() / 1e12:8.3g} TFLOP/call  SDPA, sageattn(auto), "
+                  f"{', '.join(_policy.FAMILIES)} forced; median of {runs} runs",
                   file=stream)
         if not args.no_peers:
             _report_peers(_peers.discover(torch), stream)
@@ -768,10 +781,11 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
         if row.get("error"):
             msg = f"ERROR {row['error']}"
         else:
-            s, a, m = row["sdpa"], row["auto"], row["mma"]
+            s, a = row["sdpa"], row["auto"]
             msg = (f"SDPA {_f(s['ms'], '{:.3f}')} ms {_f(s['tops'])} TOPS | auto {_f(a['ms'], '{:.3f}')} ms "
-                   f"{_f(row['x_sdpa_auto'], '{:.2f}')}x [{a['route'] or a.get('error')}] | mma "
-                   f"{_f(m['ms'], '{:.3f}')} ms {_f(row['x_sdpa_mma'], '{:.2f}')}x"
+                   f"{_f(row['x_sdpa_auto'], '{:.2f}')}x [{a['route'] or a.get('error')}]"
+                   + "".join(f" | {f} {_f((row.get(f) or {}).get('ms'), '{:.3f}')} ms "
+                             f"{_f(row.get('x_sdpa_' + f), '{:.2f}')}x" for f in _policy.FAMILIES)
                    + "".join(f" | {p.tag} {_f(row.get('x_sdpa_' + p.key), '{:.2f}')}x" for p in peers))
         print(f"[{i + 1}/{len(shapes)}] {sh.name} {sh.dims()} {layout}: {msg} ({row['seconds']:.1f} s)",
               file=sys.stderr, flush=True)
@@ -807,7 +821,7 @@ def _row_errors(row: dict) -> List[str]:
     if row.get("error"):
         return [row["error"]]
     errs = []
-    for k in ("sdpa", "auto", "mma"):
+    for k in OURS:
         m = row.get(k) or {}
         if m.get("error") and not str(m.get("route", "")).startswith("unavailable"):
             errs.append(f"{k}: {m['error']}")
@@ -820,7 +834,7 @@ def summary(result: dict) -> str:
         return f"bench: skipped ({result['skipped']})"
     rows = [r for r in result["rows"] if not r.get("error")]
     parts = []
-    for key in ["auto", "mma"] + _peer_keys(rows):
+    for key in ["auto", *_policy.FAMILIES] + _peer_keys(rows):
         xs = [r[f"x_sdpa_{key}"] for r in rows if r.get(f"x_sdpa_{key}")]
         if xs:
             gm = math.exp(sum(math.log(x) for x in xs) / len(xs))

@@ -399,13 +399,28 @@ GPU_CASES = [
 ]
 
 
-def _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv):
-    """The mma family on this call, into a caller-supplied (poisoned) output, without the
-    dispatcher's policy (short sequences, per-arch order): `_dispatch.run_family`."""
+def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
+    """Kernel family `family` on this call, into a caller-supplied (poisoned) output, without
+    the dispatcher's policy (short sequences, per-arch order): `_dispatch.run_family`."""
     from . import _dispatch
 
-    return _dispatch.run_family("mma", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
+    return _dispatch.run_family(family, q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
                                 out=out)
+
+
+# Each family's numerics as the C reference (csrc/sa3_reference.c) spells them: the P.V modes it
+# has and the reference's scale-group arguments. mma: INT8 scales follow its mma.sync layout;
+# hopper: one Q scale per row, one K scale per 128-key block, FP8 P.V only.
+FAMILY_NUMERICS = {
+    "mma": {"pvs": ("fp16", "fp8"), "ref": {"granularity": "mma"}},
+    "hopper": {"pvs": ("fp8",), "ref": {"granularity": "block", "q_block": 1, "k_block": 128}},
+}
+
+
+def _device_families(torch) -> tuple:
+    """The policy's families that run on the current device, in policy order."""
+    have = _C.device_info(torch.cuda.current_device()).get("families", ())
+    return tuple(f for f in _policy.FAMILIES if f in have)
 
 
 def _gpu_skip_reason(torch) -> Optional[str]:
@@ -422,21 +437,34 @@ def _gpu_skip_reason(torch) -> Optional[str]:
     if not bi.get("cuda"):
         return "this build has no CUDA kernels: " + str(bi.get("why_no_cuda"))
     facts = _C.device_info(torch.cuda.current_device())
-    if "mma" not in facts.get("families", ()):
+    if not any(f in facts.get("families", ()) for f in _policy.FAMILIES):
         return f"no compiled kernel for sm_{facts.get('sm_arch')} ({facts.get('name')}); compiled: " \
                f"{', '.join(bi.get('cuda_archs') or [])}"
     return None
 
 
 def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, device: str = "cuda",
-                 kernel_fn: Optional[Callable] = None, arch: Optional[int] = None) -> None:
-    """Section (c). kernel_fn(q, k, v, out, layout, heads, causal, scale, pv) and device/arch
+                 kernel_fn: Optional[Callable] = None, arch: Optional[int] = None,
+                 families: Optional[Sequence[str]] = None) -> None:
+    """Section (c), for every kernel family that runs on this device. kernel_fn(q, k, v, out,
+    layout, heads, causal, scale, pv) (one stand-in family, "mma" numerics) and device/arch
     are injectable so the plumbing can be tested on a CPU with a stand-in kernel."""
-    if kernel_fn is None:
-        def kernel_fn(q, k, v, out, layout, heads, causal, scale, pv):
-            _kernel_call(torch, q, k, v, out, layout, heads, causal, scale, pv)
     if arch is None:
         arch = int(_C.device_info(torch.cuda.current_device())["sm_arch"])
+    if families is None:
+        families = ("mma",) if kernel_fn is not None else _device_families(torch)
+    for fam in families:
+        fn = kernel_fn
+        if fn is None:
+            def fn(q, k, v, out, layout, heads, causal, scale, pv, fam=fam):
+                _kernel_call(torch, fam, q, k, v, out, layout, heads, causal, scale, pv)
+        _check_family(torch, seed, emit, cases, fam, fn, device, arch)
+    if device == "cuda":
+        _check_public_api(torch, emit, families, seed)
+
+
+def _check_family(torch, seed, emit, cases, fam, kernel_fn, device, arch) -> None:
+    numerics = FAMILY_NUMERICS[fam]
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     unsupported = getattr(_C, "UnsupportedError", ()) if _C is not None else ()
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -459,11 +487,11 @@ def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, dev
             ref_np = tuple(x.float().cpu().numpy() for x in (qh, kh, vh))
         copies = (q.clone(), k.clone(), v.clone())
         t_prep = time.perf_counter() - t0
-        for pv in ("fp16", "fp8"):
+        for pv in numerics["pvs"]:
             t0 = time.perf_counter()
             mode = PV_MODE[pv]
             mode_bound = bound(mode, c.d, c.scale)
-            res = Result("kernel", label, f"pv={pv}", bound=mode_bound + OUT_ROUNDING[c.dtype])
+            res = Result("kernel", label, f"{fam} pv={pv}", bound=mode_bound + OUT_ROUNDING[c.dtype])
             if pv == "fp8" and arch < 89:
                 res.status, res.note = "SKIP", f"FP8 P.V needs sm_89+, this is sm_{arch}"
                 emit(res)
@@ -493,10 +521,10 @@ def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, dev
             if not bad and res.metric > res.bound:
                 notes.append("above bound")
             if ref_np is not None and not bad:
-                # the kernel's INT8 scale groups follow its mma layout ("per-thread")
+                # the family's own INT8 scale groups (FAMILY_NUMERICS)
                 cref = _C.reference_attention(*ref_np, mode=mode, is_causal=c.causal, sm_scale=c.scale,
-                                              granularity="mma",
-                                              pv_dtype="bf16" if c.dtype == "bfloat16" else "f16")
+                                              pv_dtype="bf16" if c.dtype == "bfloat16" else "f16",
+                                              **numerics["ref"])
                 res.vs_ref = rel_l1(oh.float().cpu().numpy(), cref)
                 res.vs_ref_bound = TIGHT_FACTOR * mode_bound + OUT_ROUNDING[c.dtype]
                 if res.vs_ref > res.vs_ref_bound:
@@ -506,34 +534,38 @@ def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, dev
             res.seconds = time.perf_counter() - t0 + t_prep
             emit(res)
         del q, k, v, copies
-    if device == "cuda":
-        _check_public_api(torch, gen, emit)
 
 
-def _check_public_api(torch, gen, emit) -> None:
-    """sageattn(kernel='mma') through the public API: served by the kernel (stats), close to
-    float64, and equal to the direct kernel call. ('auto' may keep SDPA on GPUs where it is
-    faster, e.g. sm_90; the routing itself is checked in tests/test_gpu_mma.py.)"""
+def _check_public_api(torch, emit, families, seed: int = 0) -> None:
+    """sageattn(kernel=<family>) through the public API for each family: served by the kernel
+    (stats), close to float64, and equal to the direct kernel call. ('auto' may keep SDPA on
+    GPUs where it is faster; the routing itself is checked in tests/test_gpu_*.py.)"""
+    gen = torch.Generator(device="cuda").manual_seed(seed)
+    for fam in families:
+        _check_public_family(torch, gen, emit, fam)
+
+
+def _check_public_family(torch, gen, emit, fam) -> None:
     from .api import sageattn
 
     b, h, s, d = 1, 2, 4097, 128
-    label = f"public sageattn(kernel=mma), NHD_FLAT ({b},{h},{s},{d})"
+    label = f"public sageattn(kernel={fam}), NHD_FLAT ({b},{h},{s},{d})"
     t0 = time.perf_counter()
     q, k, v = make_inputs(torch, gen, b, h, h, s, s, d, layout="NHD_FLAT", device="cuda", k_offset=True)
-    pv = _policy.default_pv("mma", int(_C.device_info(q.get_device())["sm_arch"]))
+    pv = _policy.default_pv(fam, int(_C.device_info(q.get_device())["sm_arch"]))
     res = Result("kernel", label, f"pv={pv}", bound=bound(PV_MODE[pv], d) + OUT_ROUNDING["bfloat16"])
     # Poison the caching allocator: the output block most likely reuses this NaN-filled one.
     junk = torch.full_like(q, float("nan"))
     del junk
-    before = _stats.stats()["served"].get("mma", 0)
+    before = _stats.stats()["served"].get(fam, 0)
     try:
-        out = sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=h, kernel="mma")
+        out = sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=h, kernel=fam)
         torch.cuda.synchronize()
     except Exception as exc:
         res.status, res.note = "FAIL", f"{type(exc).__name__}: {exc}"
         emit(res)
         return
-    served = _stats.stats()["served"].get("mma", 0) - before
+    served = _stats.stats()["served"].get(fam, 0) - before
     notes = []
     if served != 1:
         notes.append(f"not served by the kernel (fallbacks so far: {_stats.stats()['fallback']})")
@@ -543,7 +575,7 @@ def _check_public_api(torch, gen, emit) -> None:
         notes.append("above bound")
     if served == 1:
         direct = torch.empty_like(q)
-        _kernel_call(torch, q, k, v, direct, "NHD_FLAT", h, False, None, pv)
+        _kernel_call(torch, fam, q, k, v, direct, "NHD_FLAT", h, False, None, pv)
         torch.cuda.synchronize()
         res.vs_ref = rel_l1_torch(torch, out, direct)
         res.vs_ref_bound = 1e-3
@@ -552,7 +584,7 @@ def _check_public_api(torch, gen, emit) -> None:
     if tuple(out.shape) != tuple(q.shape) or out.dtype != q.dtype:
         notes.append(f"output {tuple(out.shape)} {out.dtype}, expected {tuple(q.shape)} {q.dtype}")
     res.status = "FAIL" if notes else "PASS"
-    res.note = "; ".join(notes) or "served by mma; 'vs ref' column = vs direct kernel call"
+    res.note = "; ".join(notes) or f"served by {fam}; 'vs ref' column = vs direct kernel call"
     res.seconds = time.perf_counter() - t0
     emit(res)
 

@@ -370,7 +370,7 @@ def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
                       "current_device": lambda: 0, "get_device_properties": lambda *a: props}.items():
         monkeypatch.setattr(torch.cuda, name, val)
 
-    def fake_kernel(torch_, q, k, v, out, layout, heads, causal, scale, pv):
+    def fake_kernel(torch_, family, q, k, v, out, layout, heads, causal, scale, pv):
         out.copy_(_check._direct_sdpa(torch, q, k, v, layout, heads, is_causal=causal, scale=scale))
     monkeypatch.setattr(_check, "_kernel_call", fake_kernel)
     monkeypatch.setattr(_bench, "_C", types.SimpleNamespace(

@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from sageattn3 import _bench, _check, _peers
+from sageattn3 import _policy, _bench, _check, _peers
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -160,7 +160,7 @@ def _fake_cuda(monkeypatch):
                       "current_device": lambda: 0, "get_device_properties": lambda *a: props}.items():
         monkeypatch.setattr(torch.cuda, name, val)
 
-    def fake_kernel(torch_, q, k, v, out, layout, heads, causal, scale, pv):
+    def fake_kernel(torch_, family, q, k, v, out, layout, heads, causal, scale, pv):
         out.copy_(_check._direct_sdpa(torch, q, k, v, layout, heads, is_causal=causal, scale=scale))
     monkeypatch.setattr(_check, "_kernel_call", fake_kernel)
     monkeypatch.setattr(_bench, "_C", types.SimpleNamespace(
@@ -189,7 +189,8 @@ def test_bench_times_peers_beside_us(no_peers, tmp_path, capsys):
     assert peers["sageattention"]["version"] == "2.2.0-fake" and peers["sageattention"]["available"]
     assert not peers["comfy_kitchen"]["available"]
     for row in res["rows"]:
-        assert row["backends"] == ["sdpa", "auto", "mma", "sageattention"]
+        assert row["backends"] == ["sdpa", "auto", *_policy.FAMILIES, "sageattention"]
+        assert row["hopper"]["route"].startswith("unavailable")  # the fake device lists only mma
         m = row["sageattention"]
         assert m["error"] is None, m
         assert m["runs"] == 2 and m["ms"] > 0 and m["tops"] > 0 and row["x_sdpa_sageattention"] > 0
@@ -218,7 +219,7 @@ def test_bench_row_of_a_peer_that_declines_causal(no_peers, tmp_path, capsys):
                       "--json", str(tmp_path / "n.json"), "--no-plot"])
     assert rc == 0
     res = json.loads((tmp_path / "n.json").read_text())
-    assert res["env"]["peers"] == [] and res["rows"][0]["backends"] == ["sdpa", "auto", "mma"]
+    assert res["env"]["peers"] == [] and res["rows"][0]["backends"] == ["sdpa", "auto", *_policy.FAMILIES]
 
 
 def test_plot_shows_peers(tmp_path):
