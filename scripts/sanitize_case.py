@@ -1,12 +1,13 @@
-"""Small mma-kernel calls for compute-sanitizer (memcheck / racecheck): odd lengths, causal,
-GQA, every padded head dim, both PV modes, all layouts. Exits non-zero on a NaN output."""
+"""Small kernel calls for compute-sanitizer (memcheck / racecheck): odd lengths, causal, GQA,
+every padded head dim, every PV mode, all layouts, for the mma family and (where it runs) the
+hopper family, LSE output included. Exits non-zero on a NaN output."""
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from gpu_helpers import make_qkv, run_mma  # noqa: E402
+from gpu_helpers import make_qkv, run_hopper, run_mma  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
 arch = _C.device_info(0)["sm_arch"]
@@ -31,5 +32,20 @@ for pv in pvs:
         if torch.isnan(out).any():
             print("NaN output:", pv, (b, hq, hkv, sq, sk, d, causal, layout))
             bad += 1
-print(f"sanitize cases: {len(cases) * len(pvs)} run, {bad} with NaN")
+n = len(cases) * len(pvs)
+if "hopper" in _C.device_info(0).get("families", []):
+    from sageattn3 import _lse
+    for b, hq, hkv, sq, sk, d, causal, layout in cases:
+        if d > 128:
+            continue
+        q, k, v = make_qkv(b, hq, hkv, sq, sk, d, layout=layout)
+        heads = hq if layout == "NHD_FLAT" else None
+        out = run_hopper(q, k, v, layout=layout, heads=heads, causal=causal)
+        o2, lse = _lse.attention_with_lse(q, k, v, layout=layout, heads=heads, is_causal=causal, kernel="hopper")
+        torch.cuda.synchronize()
+        n += 2
+        if torch.isnan(out).any() or torch.isnan(o2).any() or torch.isnan(lse).any():
+            print("NaN output: hopper", (b, hq, hkv, sq, sk, d, causal, layout))
+            bad += 1
+print(f"sanitize cases: {n} run, {bad} with NaN")
 sys.exit(1 if bad else 0)
