@@ -24,6 +24,11 @@ else
   "$PY" -m venv --system-site-packages --without-pip "$WORK/venv"
   pip=("$PY" -m pip --python "$WORK/venv/bin/python")
 fi
+# --system-site-packages reaches the base interpreter only: where $PY is itself a venv (the GPU
+# image's torch python is), its site-packages are added through a .pth file instead.
+site=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+"$PY" -c 'import site, sys; print("\n".join(p for p in site.getsitepackages() if "site-packages" in p))' \
+  > "$site/zz_parent_site.pth"
 "${pip[@]}" install -q --disable-pip-version-check --no-deps --force-reinstall "$whl"
 "$WORK/venv/bin/python" -c 'import numpy' 2>/dev/null || "${pip[@]}" install -q numpy
 "$WORK/venv/bin/python" -c 'import pytest' 2>/dev/null || "${pip[@]}" install -q pytest
@@ -34,6 +39,7 @@ for t in nvidia-smi sh bash env git tee sed tail head cat ls basename dirname mk
   p=$(command -v "$t" 2>/dev/null) && ln -sf "$p" "$WORK/tools/$t"
 done
 cp -r "$ROOT/tests" "$WORK/tests"
+cp -r "$ROOT/benchmarks" "$WORK/benchmarks"  # scripts some tests drive (ComfyUI step), not the package
 cd "$WORK"
 export PATH="$WORK/venv/bin:$WORK/tools"
 unset CUDA_HOME CUDA_PATH PYTHONPATH CC CXX

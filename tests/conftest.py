@@ -74,3 +74,4 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs a CUDA GPU: torch is missing or torch.cuda.is_available() is False")
     for item in gpu_items:
         item.add_marker(skip)
+

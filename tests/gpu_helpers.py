@@ -3,8 +3,11 @@ references on the GPU, input generators. Imported only by tests marked `gpu`."""
 from __future__ import annotations
 
 import math
+import os
+import shutil
 
 import numpy as np
+import pytest
 import torch
 
 from sageattn3 import _dispatch
@@ -103,3 +106,13 @@ def reference_hopper(q, k, v, *, causal, scale=None):
     return torch.from_numpy(np.asarray(_C.reference_attention(
         *arr, mode="int8-fp8", is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
         q_block=1, k_block=128, layout="HND", granularity="block")))
+
+
+def _have_c_compiler() -> bool:
+    """torch.compile's inductor backend compiles C/C++ on the host: without a compiler on PATH
+    (a wheel user's machine may have only the driver) it raises before running anything."""
+    return any(shutil.which(c) for c in (os.environ.get("CC") or "", "cc", "gcc", "clang") if c)
+
+
+needs_c_compiler = pytest.mark.skipif(not _have_c_compiler(),
+                                      reason="torch.compile (inductor) needs a C compiler on PATH")

@@ -31,6 +31,7 @@ PVS = ["fp16"] + (["fp8"] if _ARCH >= 89 else [])
 # measured 0.034-0.040 (0.0403 once at 32,760 tokens). So 0.045 here, which still fails on any
 # real defect (a wrong scale, tile or permutation gives > 0.1).
 F64_BOUND = {"fp16": 0.012, "fp8": 0.045}
+LONG_SAMPLE_BOUND = 0.015  # 16-bit P.V, rel-L1 of 8 sampled rows (test_one_tensor_over_2_31_elements)
 
 # GPU vs CPU reference, same quantization. The reference (fp32) is rounded to the output
 # dtype first, as the kernel's epilogue does. Both quantize to the same INT8 codes except where
@@ -41,7 +42,8 @@ F64_BOUND = {"fp16": 0.012, "fp8": 0.045}
 # ~1e-4 (16-bit) and ~1e-3 (FP8) rel-L1; bounds give 4-5x headroom.
 REF_BOUND = {"fp16": 5e-4, "fp8": 5e-3}
 
-from gpu_helpers import (make_qkv, ref64, reference_same_mode, rel_l1, run_mma, to_hnd)  # noqa: E402
+from gpu_helpers import (make_qkv, needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma,  # noqa: E402
+                         to_hnd)
 
 
 def _check_f64(out, q, k, v, layout, heads, causal, pv, rows=None):
@@ -143,7 +145,10 @@ def test_one_tensor_over_2_31_elements():
             assert not torch.isnan(got).any(), f"unwritten output at batch {bi}, head {hi}"
             err = rel_l1(got, ref)
             err_max = max(err_max, err)
-            assert err <= F64_BOUND["fp16"], f"batch {bi} head {hi}: rel-L1 vs float64 {err:.5f}"
+            # 8 rows is a small sample of a noisy statistic: the H200 measured 0.0121 on one
+            # (batch 0, head 0), against 0.0106-0.0118 over 256 rows at shorter lengths. A
+            # wrong 64-bit offset reads another row's data and gives > 0.5.
+            assert err <= LONG_SAMPLE_BOUND, f"batch {bi} head {hi}: rel-L1 vs float64 {err:.5f}"
     # the last element of the output, 2.56e9 elements in, was written too
     assert not torch.isnan(out[-1, -1, -1])
 
@@ -212,6 +217,7 @@ def test_cuda_graph_capture():
     assert not torch.equal(static_out, eager)
 
 
+@needs_c_compiler
 def test_torch_compile_fullgraph():
     q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
 
