@@ -166,9 +166,14 @@ class PeerOverride:
 
     def __call__(self, func, *args, **kwargs):
         torch = self.torch
-        if len(args) != 4 or set(kwargs) - self.KNOWN:
+        # ComfyUI's models pass heads positionally or as a keyword (WanModel: heads=num_heads)
+        pos, extra = args, kwargs
+        if len(args) == 3 and "heads" in kwargs:
+            pos, extra = (*args, kwargs["heads"]), {n: x for n, x in kwargs.items() if n != "heads"}
+        if len(pos) != 4 or set(extra) - self.KNOWN:
             return self._back("unexpected arguments", func, args, kwargs)
-        q, k, v, heads = args
+        q, k, v, heads = pos
+        kwargs = extra
         if kwargs.get("mask") is not None:
             return self._back("attention mask", func, args, kwargs)
         if q.dtype not in (torch.float16, torch.bfloat16):

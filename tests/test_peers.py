@@ -297,7 +297,11 @@ def test_peer_override_follows_comfyui_contract(no_peers):
     torch.testing.assert_close(out, ref.transpose(1, 2).reshape(b, s, h * d))
     out = ov(comfy_func, qh, kh, vh, h, skip_reshape=True, skip_output_reshape=True, **to)
     torch.testing.assert_close(out, ref)
-    assert ov.served == 4 and "comfy" not in calls
+    # heads as a keyword, as ComfyUI's WanModel passes it (the H200 run of d54cb94 sent all 80
+    # calls per step back to ComfyUI as "unexpected arguments" before this was handled)
+    out = ov(comfy_func, *flat, heads=h, **to)
+    torch.testing.assert_close(out, ref.transpose(1, 2).reshape(b, s, h * d))
+    assert ov.served == 5 and "comfy" not in calls
     assert ov(comfy_func, *flat, h, mask=torch.zeros(s, s), **to) == "comfy"
     assert ov(comfy_func, *(x.float() for x in flat), h, **to) == "comfy"
     assert ov(comfy_func, *flat, h, some_new_flag=True) == "comfy"
