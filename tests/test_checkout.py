@@ -51,11 +51,16 @@ def layout(tmp_path_factory):
 
 
 def _run(args, cwd, site=None):
+    """`python args` in `cwd` with only `site` as the installed copy. -S: no .pth files run, so an
+    editable install's import hook (setuptools' __editable__ finder: what CI's `pip install -e .`
+    leaves) can't send `import sageattn3` to the tree under test; the environment's
+    site-packages stay reachable (numpy, pytest) as plain path entries after `site`."""
+    import site as site_mod
     env = dict(os.environ)
-    env.pop("PYTHONPATH", None)
-    if site is not None:
-        env["PYTHONPATH"] = str(site)
-    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    paths = ([str(site)] if site is not None else []) + [p for p in site_mod.getsitepackages() if os.path.isdir(p)]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    return subprocess.run([sys.executable, "-S", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def _skip_if_installed_elsewhere(tmp):
