@@ -73,6 +73,15 @@ __device__ __forceinline__ void sa3_cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/* Eight 16-bit elements (one 16-byte load) as floats. */
+template <typename T>
+__device__ __forceinline__ void sa3_load8(const T *src, float (&x)[8]) {
+    uint4 raw = *reinterpret_cast<const uint4 *>(src);
+    const T *h = reinterpret_cast<const T *>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
+}
+
 __device__ __forceinline__ float sa3_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));

@@ -67,14 +67,6 @@ __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d
 }
 
 template <typename T>
-__device__ __forceinline__ void load8(const T *src, float (&x)[8]) {
-    uint4 raw = *reinterpret_cast<const uint4 *>(src);
-    const T *h = reinterpret_cast<const T *>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
-}
-
-template <typename T>
 __device__ __forceinline__ uint32_t pack2(float a, float b);
 template <>
 __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
@@ -103,7 +95,7 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
     for (int i = 0; i < PER / 8; ++i) {
         const int col = half * PER + i * 8;
         float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (row < p.seq_q && col < p.head_dim) load8(src + col, t);
+        if (row < p.seq_q && col < p.head_dim) sa3_load8(src + col, t);
 #pragma unroll
         for (int e = 0; e < 8; ++e) x[i * 8 + e] = t[e];
     }

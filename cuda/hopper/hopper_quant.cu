@@ -24,14 +24,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__device__ __forceinline__ void load8(const T *src, float (&x)[8]) {
-    uint4 raw = *reinterpret_cast<const uint4 *>(src);
-    const T *h = reinterpret_cast<const T *>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
-}
-
 /* grid (B*Hkv, nchunks). Thread (r0, c) covers columns c*8..c*8+7 of rows r0, r0+RPP, ... */
 template <int DP, typename T>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, const Workspace w) {
@@ -109,7 +101,7 @@ __device__ __forceinline__ void quant_k_block(const sa3_problem &p, const Worksp
         const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
         const int64_t t = tok0 + r;
         if (t < p.seq_k && c * 8 < p.head_dim) {
-            load8(kg + t * p.k_stride[2] + c * 8, x[i]);
+            sa3_load8(kg + t * p.k_stride[2] + c * 8, x[i]);
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
                 x[i][e] -= s_mean[c * 8 + e];
@@ -173,7 +165,7 @@ __device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Worksp
         const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
         const int64_t t = tok0 + r;
         float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (t < p.seq_k && c * 8 < p.head_dim) load8(vg + t * p.v_stride[2] + c * 8, v);
+        if (t < p.seq_k && c * 8 < p.head_dim) sa3_load8(vg + t * p.v_stride[2] + c * 8, v);
         uint32_t packed[2] = {0u, 0u};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {

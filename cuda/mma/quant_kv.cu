@@ -26,14 +26,6 @@ namespace {
 
 constexpr int kThreads = 256;
 
-template <typename T>
-__device__ __forceinline__ void sa3_load8(const T *src, float (&x)[8]) {
-    uint4 raw = *reinterpret_cast<const uint4 *>(src);
-    const T *h = reinterpret_cast<const T *>(&raw);
-#pragma unroll
-    for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
-}
-
 /* grid (B*Hkv, nchunks). Thread (r0, c) sums columns c*8..c*8+7 of rows r0, r0+RPP, ... */
 template <int DP, typename T, bool FP8>
 __global__ void __launch_bounds__(kThreads) sa3_kv_stats_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
