@@ -116,3 +116,36 @@ def _have_c_compiler() -> bool:
 
 needs_c_compiler = pytest.mark.skipif(not _have_c_compiler(),
                                       reason="torch.compile (inductor) needs a C compiler on PATH")
+
+
+def assert_graph_replays(kernel: str):
+    """sageattn(kernel=kernel) captured in a CUDA graph: the replay computes on the new q, like
+    an eager call (the extension allocates nothing and never syncs, so capture works)."""
+    import sageattn3
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+    f = lambda: sageattn3.sageattn(q, k, v, kernel=kernel)  # noqa: E731
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        eager = f()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = f()
+    q.copy_(torch.randn_like(q))
+    g.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel=kernel))
+    assert not torch.equal(static_out, eager)
+
+
+def assert_compiles_fullgraph(kernel: str):
+    """sageattn(kernel=kernel) inside torch.compile(fullgraph=True) equals the eager call."""
+    import sageattn3
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+
+    def f(q, k, v):
+        return sageattn3.sageattn(q * 1.0, k, v, kernel=kernel) + 0.0
+
+    compiled = torch.compile(f, fullgraph=True)
+    assert torch.equal(compiled(q, k, v), f(q, k, v))

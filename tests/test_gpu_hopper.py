@@ -17,7 +17,7 @@ import sageattn3  # noqa: E402
 from sageattn3 import _dispatch, _policy  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import (make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper,  # noqa: E402
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper,  # noqa: E402
                          to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
@@ -156,32 +156,12 @@ def test_auto_selects_hopper_on_sm90_and_falls_back_below_the_threshold():
 
 
 def test_cuda_graph_capture():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-    f = lambda: sageattn3.sageattn(q, k, v, kernel="hopper")  # noqa: E731
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        eager = f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        static_out = f()
-    q.copy_(torch.randn_like(q))
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel="hopper"))
-    assert not torch.equal(static_out, eager)
+    assert_graph_replays("hopper")
 
 
 @needs_c_compiler
 def test_torch_compile_fullgraph():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-
-    def f(q, k, v):
-        return sageattn3.sageattn(q * 1.0, k, v, kernel="hopper") + 0.0
-
-    compiled = torch.compile(f, fullgraph=True)
-    assert torch.equal(compiled(q, k, v), f(q, k, v))
+    assert_compiles_fullgraph("hopper")
 
 
 # ----------------------------------------------------------------------------- LSE output

@@ -42,7 +42,7 @@ LONG_SAMPLE_BOUND = 0.015  # 16-bit P.V, rel-L1 of 8 sampled rows (test_one_tens
 # ~1e-4 (16-bit) and ~1e-3 (FP8) rel-L1; bounds give 4-5x headroom.
 REF_BOUND = {"fp16": 5e-4, "fp8": 5e-3}
 
-from gpu_helpers import (make_qkv, needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma,  # noqa: E402
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma,  # noqa: E402
                          to_hnd)
 
 
@@ -200,29 +200,9 @@ def test_public_api_serves_and_falls_back():
 
 
 def test_cuda_graph_capture():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-    f = lambda: sageattn3.sageattn(q, k, v, kernel="mma")  # noqa: E731
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        eager = f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        static_out = f()
-    q.copy_(torch.randn_like(q))
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel="mma"))
-    assert not torch.equal(static_out, eager)
+    assert_graph_replays("mma")
 
 
 @needs_c_compiler
 def test_torch_compile_fullgraph():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-
-    def f(q, k, v):
-        return sageattn3.sageattn(q * 1.0, k, v, kernel="mma") + 0.0
-
-    compiled = torch.compile(f, fullgraph=True)
-    assert torch.equal(compiled(q, k, v), f(q, k, v))
+    assert_compiles_fullgraph("mma")
