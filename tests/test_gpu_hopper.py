@@ -17,8 +17,8 @@ import sageattn3  # noqa: E402
 from sageattn3 import _dispatch, _policy  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper,  # noqa: E402
-                         to_hnd)
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv,  # noqa: E402
+                         needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper, to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "hopper" in _C.device_info(torch.cuda.current_device()).get("families", []))

@@ -42,8 +42,8 @@ LONG_SAMPLE_BOUND = 0.015  # 16-bit P.V, rel-L1 of 8 sampled rows (test_one_tens
 # ~1e-4 (16-bit) and ~1e-3 (FP8) rel-L1; bounds give 4-5x headroom.
 REF_BOUND = {"fp16": 5e-4, "fp8": 5e-3}
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma,  # noqa: E402
-                         to_hnd)
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv,  # noqa: E402
+                         needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma, to_hnd)
 
 
 def _check_f64(out, q, k, v, layout, heads, causal, pv, rows=None):
