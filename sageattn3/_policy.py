@@ -43,6 +43,18 @@ DEFAULT_PV: Dict[str, Dict[int, str]] = {
 PV_FALLBACK = "fp16"
 PV_MODES = ("auto", "fp16", "fp8")
 
+# (family, sm_arch) pairs that have run on real hardware and passed `python -m sageattn3 check`
+# and `pytest -m gpu`: trusted without a self-test. Every other pair (mma on sm_80/86/89/120,
+# PTX-JIT'd mma on sm_100+) runs a small self-test against the C reference at its first call in
+# a process and is disabled there if it fails (sageattn3/_selftest.py). Value: the card and
+# where its results are.
+VERIFIED: Dict[Tuple[str, int], str] = {
+    ("mma", 90): "H100 80GB HBM3 and H200 (benchmarks/results/2026-11-25_nvidia-h100-80gb-hbm3*.json, "
+                 "benchmarks/results/check_wheel_2026-12-01_nvidia-h200.json)",
+    ("hopper", 90): "H200 (benchmarks/results/check_wheel_2026-12-01_nvidia-h200.json, "
+                    "benchmarks/results/2026-12-01_nvidia-h200.json)",
+}
+
 # kernel= choices: "auto", each family (forced: calls it can't serve go to SDPA), "sdpa".
 KERNEL_CHOICES: Tuple[str, ...] = ("auto",) + FAMILIES + ("sdpa",)
 

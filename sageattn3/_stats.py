@@ -38,6 +38,13 @@ def log_reason(key: str, detail: str = "") -> None:
     log.log(level, "sageattn3: falling back (%s)%s", key, f": {detail}" if detail else "")
 
 
+def note_reason(key: str, detail: str) -> None:
+    """Keep `detail` as the details of `key` without logging: for a caller that has just logged
+    its own message (the self-test's one WARNING per device and family)."""
+    with _lock:
+        _details.setdefault(key, detail)
+
+
 def record_fallback(key: str, detail: str = "") -> None:
     """Count a call that went to SDPA under reason `key`; log each key once."""
     _fallbacks[key] += 1
