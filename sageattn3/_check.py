@@ -15,6 +15,9 @@ Three sections, each a list of cases with one error figure, a bound and PASS/FAI
     unmodified; on small shapes the result is also compared with `_C.reference_attention`
     in the same quantization mode, which must be much closer than float64 is. One case
     goes through the public `sageattn(kernel="auto")` and must be served by the kernel.
+    Before it, one "selftest" row per family: the dispatcher's first-call self-test on this
+    device (sageattn3/_selftest.py), run now unless decided: passed / failed / skipped (by
+    SAGEATTN3_SELF_TEST=0) / verified (a pair in _policy.VERIFIED, not run); also in the JSON.
 
 Error figure: rel-L1 = sum|out - ref| / sum|ref| (float64).
 
@@ -89,6 +92,7 @@ class Report:
     results: List[Result] = field(default_factory=list)
     seconds: float = 0.0
     device: str = "cpu"
+    self_test: dict = field(default_factory=dict)  # family -> first-call self-test status on this device
 
     @property
     def failed(self) -> List[Result]:
@@ -106,7 +110,8 @@ class Report:
 
     def to_json(self) -> dict:
         return {"seed": self.seed, "seconds": round(self.seconds, 2), "device": self.device,
-                "ok": self.ok, "counts": self.counts(), "results": [asdict(r) for r in self.results]}
+                "ok": self.ok, "counts": self.counts(), "self_test": self.self_test,
+                "results": [asdict(r) for r in self.results]}
 
 
 
@@ -464,8 +469,11 @@ def check_kernel(torch, seed, emit, cases: Sequence[GpuCase] = GPU_CASES, *, dev
 
 
 def _check_family(torch, seed, emit, cases, fam, kernel_fn, device, arch) -> None:
+    """Every case in every P.V mode the family has on `arch` through kernel_fn, judged against
+    float64 and, for cases with ref=True, the C reference in the family's numerics. The one
+    comparison shared by `check` and the first-call self-test (sageattn3/_selftest.py)."""
     numerics = FAMILY_NUMERICS[fam]
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else (lambda: None)
     unsupported = getattr(_C, "UnsupportedError", ()) if _C is not None else ()
     gen = torch.Generator(device=device).manual_seed(seed)
     cpu_gen = torch.Generator().manual_seed(seed)
@@ -534,6 +542,31 @@ def _check_family(torch, seed, emit, cases, fam, kernel_fn, device, arch) -> Non
             res.seconds = time.perf_counter() - t0 + t_prep
             emit(res)
         del q, k, v, copies
+
+
+SELF_TEST_ROW = {"passed": "PASS", "verified": "PASS", "failed": "FAIL", "skipped": "SKIP"}
+
+
+def check_self_test(torch, emit, rep: Report, dev: Optional[int] = None, facts: Optional[dict] = None) -> None:
+    """The dispatcher's first-call self-test (sageattn3/_selftest.py) for every family on this
+    device: run now if this process has not decided it yet; one row per family and
+    `rep.self_test[family]` = its status (passed / failed / skipped / verified). dev/facts
+    (_C.device_info) are injectable for CPU tests."""
+    from . import _selftest
+
+    dev = torch.cuda.current_device() if dev is None else dev
+    facts = _C.device_info(dev) if facts is None else facts
+    arch = int(facts["sm_arch"])
+    for fam in (f for f in _policy.FAMILIES if f in facts.get("families", ())):
+        t0 = time.perf_counter()
+        try:
+            st = _selftest.ensure(dev, fam, arch)
+        except Exception as exc:  # noqa: BLE001
+            emit(Result("selftest", f"{fam} on sm_{arch}", "-", status="FAIL", note=f"{type(exc).__name__}: {exc}"))
+            continue
+        rep.self_test[fam] = st.to_json()
+        emit(Result("selftest", f"{fam} first-call self-test, sm_{arch}", st.state, status=SELF_TEST_ROW[st.state],
+                    seconds=time.perf_counter() - t0, note=st.detail))
 
 
 def _check_public_api(torch, emit, families, seed: int = 0) -> None:
@@ -607,7 +640,7 @@ HEADER = f"{'section':<9} {'case':<52} {'mode':<14} {'rel-L1':>9} {'bound':>9} {
 def format_row(r: Result) -> str:
     line = (f"{r.section:<9} {r.case[:52]:<52} {r.mode:<14} {_fmt(r.metric):>9} {_fmt(r.bound):>9} "
             f"{_fmt(r.vs_ref):>9} {_fmt(r.vs_ref_bound):>9}  {r.status}")
-    if r.note and r.status != "PASS" or r.note.startswith("served"):
+    if r.note and r.status != "PASS" or r.note.startswith("served") or r.section == "selftest":
         line += f"  ({r.note})"
     return line
 
@@ -646,6 +679,7 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
         rep.device = torch.cuda.get_device_name()
         check_sdpa(torch, seed, emit, device="cuda")
         try:
+            check_self_test(torch, emit, rep)
             check_kernel(torch, seed, emit)
         except Exception as exc:  # e.g. an illegal address poisons the context
             emit(Result("kernel", "kernel section", "-", status="FAIL", note=f"{type(exc).__name__}: {exc}"))

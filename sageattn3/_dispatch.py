@@ -4,15 +4,16 @@ Every entry (sageattn, sageattn3_blackwell, the custom op, the ComfyUI override)
 `problem()`: `_C.problem` validates the call once (TypeError/ValueError naming the argument)
 and returns a Problem. `_serve` then asks it, in the policy's order (`_policy.plan`), which
 family serves the call (`Problem.select`, answered in C by each family's supports()), and
-launches it on torch's current stream with torch-allocated output and workspace. A call no
-family serves gets a short fixed reason key plus details. Everything here is O(1) Python per
+launches it on torch's current stream with torch-allocated output and workspace; a family's
+first call on a device it was never verified on runs its self-test first (_selftest.py). A call
+no family serves gets a short fixed reason key plus details. Everything here is O(1) Python per
 call: no per-element work, no host-device synchronization.
 """
 from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from . import _policy, _stats
+from . import _policy, _selftest, _stats
 from ._ext import _C, LOAD_ERROR
 
 try:  # torch is optional for `import sageattn3`
@@ -40,6 +41,7 @@ _STATIC = _no_kernel_reason()
 _STATIC_REASON = _STATIC[1] if _STATIC else None  # why no kernel can run in this process, or None
 
 _device_cache: dict = {}
+_trusted = _selftest.trusted  # (device index, family) pairs that passed their self-test (or need none)
 
 
 def device_facts(index: int) -> dict:
@@ -99,6 +101,11 @@ def _serve(prob, q, k, v, kernel: str, pv: str, lse=None):
     if r[0] is None:
         return None, r[1], r[2]
     family, nbytes = r
+    if (dev, family) not in _trusted:  # first use here, or disabled by its self-test
+        r = _admit(prob, plan, ms, lse, r)
+        if r[0] is None:
+            return r
+        family, nbytes = r
     out = torch.empty_like(q)
     ws = torch.empty(nbytes, dtype=torch.uint8, device=q.device)
     try:
@@ -108,6 +115,32 @@ def _serve(prob, q, k, v, kernel: str, pv: str, lse=None):
         return None, msg.split(":", 1)[0], msg
     _stats.record_served(family)
     return out, None, None
+
+
+def _admit(prob, plan, ms, lse, r):
+    """`r` (the selected family) when its self-test lets it serve on this device (running the
+    test at its first use, _selftest.admit), else the plan's next family that can, else
+    (None, "self_test_failed" | "self_test_pending", details)."""
+    dev, refused = prob.device, {}
+    while True:
+        why = _selftest.admit(dev, r[0], prob.sm_arch)
+        if why is None:
+            return r
+        refused[r[0]] = why
+        rest = []
+        for e in plan:  # select stops at "sdpa"
+            if e == "sdpa":
+                break
+            if e[0] not in refused:
+                rest.append(e)
+        if not rest:
+            break
+        nxt = prob.select(tuple(rest), ms) if lse is None else prob.select(tuple(rest), ms, lse)
+        if nxt[0] is None:
+            break
+        r = nxt
+    key, detail = next(iter(refused.values()))
+    return None, key, detail
 
 
 def try_attention(q, k, v, *, layout: str = "HND", heads: Optional[int] = None,

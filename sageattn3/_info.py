@@ -19,7 +19,7 @@ from . import _policy, _stats
 from ._ext import LOAD_ERROR, _C, build_info
 
 # The environment variables the build and the runtime look at (values only, never secrets).
-ENV_VARS = ("SAGEATTN3_CUDA", "SAGEATTN3_CUDA_ARCHS", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES")
+ENV_VARS = ("SAGEATTN3_CUDA", "SAGEATTN3_CUDA_ARCHS", "SAGEATTN3_SELF_TEST", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES")
 
 # What the mma kernel family takes, for the human-readable route table. The C checker
 # (csrc/) is the authority: a call outside this goes to SDPA with the checker's reason.
@@ -203,6 +203,17 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
     return routes
 
 
+def _self_test_report(index: int, dev: Dict[str, Any]) -> Dict[str, str]:
+    """{family: first-call self-test state} for the families that run on this device (nothing
+    is run here: a family not used yet says when it will be)."""
+    from . import _selftest
+
+    arch = dev.get("sm_arch")
+    if not isinstance(arch, int) or dev.get("error"):
+        return {}
+    return {f: _selftest.describe_state(index, f, arch) for f in _policy.FAMILIES if f in (dev.get("families") or ())}
+
+
 _PV_WHY = {
     "fp8": "INT8 QK^T + FP8 e4m3 P.V with fp32 accumulate (the faster path on this arch)",
     "fp16": "INT8 QK^T + 16-bit P.V (the policy's choice on this arch: FP8 P.V needs sm89+, or measured slower)",
@@ -244,6 +255,7 @@ def info() -> dict:
                     pass
             dev["families"] = []
         dev["routes"] = _routes(dev, build, torch is not None)
+        dev["self_test"] = _self_test_report(i, dev)
         devices.append(dev)
     d["devices"] = devices
     if note:
@@ -328,6 +340,8 @@ def format_info(d: dict) -> str:
             lines.append(f"    error: {dev['error']}")
         for r in dev.get("routes") or []:
             lines.append(f"    {r['case']}\n        -> {r['path']}: {r['why']}")
+        for fam, state in (dev.get("self_test") or {}).items():
+            lines.append(f"    self-test of {fam}: {state}")
 
     s = d.get("stats") or {}
     served, fb = s.get("served") or {}, s.get("fallback") or {}

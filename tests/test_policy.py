@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sageattn3  # noqa: E402
-from sageattn3 import _dispatch, _info, _policy, _stats  # noqa: E402
+from sageattn3 import _dispatch, _info, _policy, _selftest, _stats  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 from sageattn3.comfyui import node as node_mod  # noqa: E402
 
@@ -70,8 +70,12 @@ class StubProblem:
 @pytest.fixture
 def gpu_like(monkeypatch):
     monkeypatch.setattr(_dispatch, "_STATIC", None)
+    monkeypatch.setenv("SAGEATTN3_SELF_TEST", "0")  # the self-test's own paths: tests/test_selftest.py
+    _selftest.reset()
     monkeypatch.setattr(torch._C, "_cuda_getCurrentRawStream", lambda dev: 1234, raising=False)
     sageattn3.reset_stats()
+    yield
+    _selftest.reset()
 
 
 def test_serve_asks_the_policy_and_launches(gpu_like):
