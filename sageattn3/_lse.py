@@ -6,10 +6,14 @@
 the scores sm_scale * q.k over the keys each row sees (top-left causal, as torch SDPA).
 A row that sees no key has lse = -inf (merge_attention gives it weight 0).
 
-`attention_with_lse` is the one entry the parallel adapters call. Today it always runs
-`sdpa_with_lse`: no kernel writes the LSE yet. When the kernels do, it routes to them here
-(and only here); the adapters do not change. Quantization statistics are per call: every
-ring step is one call on its own K/V chunk, nothing is cached across calls.
+`attention_with_lse` is the one entry the parallel adapters and `sageattn(return_lse=True)`
+call. It asks the dispatcher's policy with an LSE output attached: a family that writes the LSE
+from its kernel serves the call (hopper); families that can't decline ("lse", as mma does) and
+`sdpa_with_lse` serves it. Quantization statistics are per call: every ring step is one call on
+its own K/V chunk, nothing is cached across calls.
+
+Checked on the H200: the CUDA ops below (tests/test_gpu_lse.py) and the hopper kernel's LSE
+against float64 and the C reference (tests/test_gpu_hopper.py).
 
 `sdpa_with_lse` uses torch's internal SDPA ops that return the logsumexp, never a
 (Sq x Sk) buffer:
@@ -22,10 +26,8 @@ ring step is one call on its own K/V chunk, nothing is cached across calls.
         aten._scaled_dot_product_efficient_attention(compute_log_sumexp=True) (any float
         dtype, top-left causal; lse padded to a multiple of 32 rows, sliced here; no GQA:
         MQA K/V become stride-0 views, other GQA ratios are repeated like SDPA's math path).
-Checked on torch 2.13: the CPU op by running it (tests/test_lse_sdpa.py), the CUDA ops from
-torch's meta registrations (shapes, padding) and FlashAttention's conventions; the schemas
-are unchanged since torch 2.2, so 2.11 has the same (not run here on 2.11, nor on a GPU:
-tests/test_gpu_lse.py checks the CUDA conventions on the device). Where an op is missing or
+Checked on torch 2.13 (CPU op, tests/test_lse_sdpa.py) and torch 2.11 on the H200 (CUDA ops,
+tests/test_gpu_lse.py). Where an op is missing or
 refuses a call (head dim, arch), an exact chunked computation in fp32 serves it with
 memory bounded by CHUNK_SCORES score elements per call.
 """
@@ -34,7 +36,7 @@ from __future__ import annotations
 import math
 from typing import Optional, Tuple
 
-from . import _stats
+from . import _dispatch, _stats
 
 try:
     import torch
@@ -62,8 +64,6 @@ def attention_with_lse(q, k, v, *, layout: str = "HND", heads: Optional[int] = N
     decline with "lse"), else sdpa_with_lse does, with the reason counted in stats().
     Quantization statistics are per call: each ring step's K/V chunk gets its own.
     """
-    from . import _dispatch  # late: _dispatch imports torch-dependent pieces of this module's users
-
     prob = _dispatch.problem(q, k, v, layout, heads, is_causal, sm_scale)
     lse = None
     if prob.device >= 0:
