@@ -345,37 +345,13 @@ def test_parse_shape():
     assert _bench.slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
 
 
-class _Event:
-    def __init__(self, enable_timing=True):
-        self.t = None
-
-    def record(self):
-        self.t = time.perf_counter()
-
-    def elapsed_time(self, other):
-        return (other.t - self.t) * 1e3
-
-
 @pytest.mark.skipif(_cuda(), reason="a real GPU runs the real thing (gpu tests)")
 def test_bench_plumbing_with_a_fake_cuda(monkeypatch, tmp_path, capsys):
     """Runs the whole benchmark driver on CPU tensors with torch.cuda's timer/memory calls
     stood in, and the kernel replaced by SDPA: table, JSON, routes, ratios, accuracy rows."""
     torch = pytest.importorskip("torch")
-    props = types.SimpleNamespace(name="Fake GPU 80GB", major=9, minor=0, multi_processor_count=132,
-                                  total_memory=80 * 2**30)
-    monkeypatch.setattr(_bench, "DEVICE", "cpu")
-    for name, val in {"is_available": lambda: True, "Event": _Event, "synchronize": lambda *a: None,
-                      "memory_allocated": lambda *a: 0, "max_memory_allocated": lambda *a: 4096,
-                      "reset_peak_memory_stats": lambda *a: None, "empty_cache": lambda *a: None,
-                      "current_device": lambda: 0, "get_device_properties": lambda *a: props}.items():
-        monkeypatch.setattr(torch.cuda, name, val)
-
-    def fake_kernel(torch_, family, q, k, v, out, layout, heads, causal, scale, pv):
-        out.copy_(_check._direct_sdpa(torch, q, k, v, layout, heads, is_causal=causal, scale=scale))
-    monkeypatch.setattr(_check, "_kernel_call", fake_kernel)
-    monkeypatch.setattr(_bench, "_C", types.SimpleNamespace(
-        build_info=lambda: {"cuda": True, "cuda_archs": ["sm_90a"], "why_no_cuda": None},
-        device_info=lambda i: {"name": "Fake", "sm_arch": 90, "families": ["mma"]}))
+    from bench_fakes import fake_cuda
+    fake_cuda(monkeypatch)
 
     rc = _bench.main(["--shape", "1,2,300,64", "--shape", "1,4,200,32,causal,Sk=333,Hkv=2", "--layout", "NHD_FLAT",
                       "--runs", "2", "--warmup", "1", "--rest", "0", "--out", str(tmp_path), "--no-plot"])
@@ -409,7 +385,9 @@ def test_time_steady_queues_timed_calls_behind_a_gpu_hold(monkeypatch):
     call comes back."""
     log = []
 
-    class Ev(_Event):
+    from bench_fakes import FakeEvent
+
+    class Ev(FakeEvent):
         def record(self):
             log.append("event")
             super().record()
