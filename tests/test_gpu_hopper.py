@@ -164,6 +164,30 @@ def test_torch_compile_fullgraph():
     assert_compiles_fullgraph("hopper")
 
 
+@pytest.mark.parametrize("sk", [1000, 40000])
+def test_graph_replays_with_new_k_and_v(sk):
+    """The pre-pass statistics (K mean, V scales) depend on K and V: each replay of a captured
+    call recomputes them from the new contents, nothing is carried over from capture."""
+    q, k, v = make_qkv(1, 2, 1, 257, sk, 128)
+    f = lambda: sageattn3.sageattn(q, k, v, kernel="hopper")  # noqa: E731
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        f()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = f()
+    for i in range(3):
+        q2, k2, v2 = make_qkv(1, 2, 1, 257, sk, 128)
+        q.copy_(q2)
+        k.copy_(k2 * (1 + i))
+        v.copy_(v2 * (3 - i))
+        g.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel="hopper")), f"replay {i}"
+
+
 # ----------------------------------------------------------------------------- LSE output
 
 def _lse64(qh, kh, causal, scale=None):
