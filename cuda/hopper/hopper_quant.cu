@@ -83,34 +83,52 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, co
     }
 }
 
+/* The pieces of one 128-key block a thread holds: piece i is row (tid + i*kThreads) / CPR,
+ * columns 8*c..8*c+7 with c = tid % CPR (the same for every i). */
+template <int DP>
+struct Block {
+    static constexpr int CPR = DP / 8;                   /* 8-element pieces per row */
+    static constexpr int PER = kBlockN * CPR / kThreads; /* pieces per thread */
+    static constexpr int RPP = kThreads / CPR;           /* rows per pass of the CTA */
+    uint4 raw[PER];                                      /* the caller's 16-bit values */
+};
+
+/* Rows [blk*128, blk*128+128) of one head of K or V as raw 16-bit pieces; rows past Sk and
+ * columns past D read as zeros. */
+template <int DP, typename T>
+__device__ __forceinline__ void load_block(const T *base, int64_t stride_s, int64_t blk, const sa3_problem &p,
+                                           Block<DP> &blkr) {
+    const int tid = threadIdx.x, c = tid % Block<DP>::CPR;
+#pragma unroll
+    for (int i = 0; i < Block<DP>::PER; ++i) {
+        const int64_t t = blk * kBlockN + (tid + i * kThreads) / Block<DP>::CPR;
+        blkr.raw[i] = make_uint4(0u, 0u, 0u, 0u);
+        if (t < p.seq_k && c * 8 < p.head_dim)
+            blkr.raw[i] = *reinterpret_cast<const uint4 *>(base + t * stride_s + c * 8);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ float elem(const uint4 &raw, int e) {
+    return static_cast<float>(reinterpret_cast<const T *>(&raw)[e]);
+}
+
 /* One 128-key block of K: the INT8 tile of K - mean, one scale for the block. */
 template <int DP, typename T>
-__device__ __forceinline__ void quant_k_block(const sa3_problem &p, const Workspace &w, int64_t bh, int64_t blk,
-                                              const float *s_mean, float *s_red) {
-    constexpr int CPR = DP / 8;                    /* 8-element pieces per row */
-    constexpr int PER = kBlockN * CPR / kThreads;  /* pieces per thread */
-    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1];
-    const int tid = threadIdx.x;
-    const int64_t tok0 = blk * kBlockN;
-    /* K: block amax over all rows and columns, then INT8 (same expressions as the reference). */
-    float x[PER][8];
+__device__ __forceinline__ void quant_k_block(const Block<DP> &blkr, const sa3_problem &p, const Workspace &w,
+                                              int64_t bh, int64_t blk, const float *s_mean, float *s_red) {
+    constexpr int CPR = Block<DP>::CPR, PER = Block<DP>::PER;
+    const int tid = threadIdx.x, c = tid % CPR;
+    /* Padding rows (past Sk) and columns (past D) stay 0, not 0 - mean. */
+    const float live_col = c * 8 < p.head_dim ? 1.f : 0.f;
+    const int64_t live_rows = p.seq_k - blk * kBlockN;
+    /* Block amax over all rows and columns, then INT8 (same expressions as the reference). */
     float amax = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
-        const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
-        const int64_t t = tok0 + r;
-        if (t < p.seq_k && c * 8 < p.head_dim) {
-            sa3_load8(kg + t * p.k_stride[2] + c * 8, x[i]);
+        const float live = (tid + i * kThreads) / CPR < live_rows ? live_col : 0.f;
 #pragma unroll
-            for (int e = 0; e < 8; ++e) {
-                x[i][e] -= s_mean[c * 8 + e];
-                amax = fmaxf(amax, fabsf(x[i][e]));
-            }
-        } else {
-#pragma unroll
-            for (int e = 0; e < 8; ++e) x[i][e] = 0.f;
-        }
+        for (int e = 0; e < 8; ++e) amax = fmaxf(amax, live * fabsf(elem<T>(blkr.raw[i], e) - s_mean[c * 8 + e]));
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
@@ -124,18 +142,18 @@ __device__ __forceinline__ void quant_k_block(const sa3_problem &p, const Worksp
     int8_t *ktile = w.kq + (bh * w.nblk + blk) * (int64_t)(kBlockN * DP);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
-        const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
+        const int r = (tid + i * kThreads) / CPR;
+        const float live_inv = r < live_rows ? live_col * inv : 0.f;
         uint32_t packed[2] = {0u, 0u};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-            int q = __float2int_rn(x[i][e] * inv);
+            int q = __float2int_rn((elem<T>(blkr.raw[i], e) - s_mean[c * 8 + e]) * live_inv);
             q = max(-127, min(127, q));
             packed[e / 4] |= (uint32_t)(uint8_t)(int8_t)q << (8 * (e % 4));
         }
         *reinterpret_cast<uint2 *>(ktile + swizzled_offset(r, c >> 1, DP) + (c & 1) * 8) =
             make_uint2(packed[0], packed[1]);
     }
-
 }
 
 /* Byte j of each of a, b, c, d into word j: a 4x4 byte transpose. */
@@ -152,24 +170,18 @@ __device__ __forceinline__ void transpose4x4(uint32_t a, uint32_t b, uint32_t c,
  * order (8-byte stores), then each thread reads 4 channels of 16 keys as words (a warp reads
  * whole rows: no bank conflicts) and transposes them in registers into 4 output chunks. */
 template <int DP, typename T>
-__device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Workspace &w, int64_t bh, int64_t blk,
+__device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Workspace &w, int64_t bh, int64_t blk,
                                               const float *s_vinv, uint8_t (*s_v8)[DP]) {
-    constexpr int CPR = DP / 8;
-    constexpr int PER = kBlockN * CPR / kThreads;
-    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1];
-    const int tid = threadIdx.x;
-    const int64_t tok0 = blk * kBlockN;
+    constexpr int CPR = Block<DP>::CPR, PER = Block<DP>::PER;
+    const int tid = threadIdx.x, c = tid % CPR;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
-        const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
-        const int64_t t = tok0 + r;
-        float v[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        if (t < p.seq_k && c * 8 < p.head_dim) sa3_load8(vg + t * p.v_stride[2] + c * 8, v);
+        const int r = (tid + i * kThreads) / CPR;
         uint32_t packed[2] = {0u, 0u};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-            __nv_fp8_e4m3 q(v[e] * s_vinv[c * 8 + e]); /* cvt.rn.satfinite: RNE, clamp to +-448 */
+            /* cvt.rn.satfinite: RNE, clamp to +-448; padding is 0 and stays 0 */
+            __nv_fp8_e4m3 q(elem<T>(blkr.raw[i], e) * s_vinv[c * 8 + e]);
             packed[e / 4] |= (uint32_t)(*reinterpret_cast<uint8_t *>(&q)) << (8 * (e % 4));
         }
         *reinterpret_cast<uint2 *>(&s_v8[r][c * 8]) = make_uint2(packed[0], packed[1]);
@@ -201,27 +213,24 @@ __device__ __forceinline__ void quant_v_block(const sa3_problem &p, const Worksp
     }
 }
 
-/* grid (B*Hkv, nblk, 2): z = 0 quantizes a block of K, z = 1 the same block of V (separate
- * CTAs: more loads in flight than one CTA doing both in turn). */
-template <int DP, typename T>
-__global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
-    constexpr int PARTS = kThreads / DP; /* threads reducing one column's chunk results */
-    __shared__ float s_col[DP];  /* K: the mean; V: 448 / max|V| */
-    __shared__ float s_part[PARTS][DP];
-    __shared__ float s_red[kThreads / 32];
-    __shared__ __align__(16) uint8_t s_v8[kBlockN][DP];
-    const int64_t bh = blockIdx.x;
+/* Head bh's mean of K (is_v false) or 448 / max|V| (is_v true) into s_col[DP], combined from
+ * the nchunks chunk results, which PARTS threads per column read with independent loads and
+ * combine in a fixed order (deterministic); with `publish` also the per-head results the
+ * attention kernel reads (kmean, vscale). Ends with a CTA barrier. */
+template <int DP>
+__device__ __forceinline__ void combine_stats(const sa3_problem &p, const Workspace &w, int64_t bh, bool is_v,
+                                              int smooth_k, bool publish, float (*s_part)[DP], float *s_col) {
+    constexpr int PARTS = kThreads / DP;
     const int tid = threadIdx.x;
-    const bool is_v = blockIdx.z == 1;
-
-    /* Column d's chunk results (K sums or V maxima), split over PARTS threads with independent
-     * loads, combined in a fixed order: deterministic. */
     {
         const int d = tid % DP, part = tid / DP;
         const float *src = (is_v ? w.vmax : w.ksum) + bh * w.nchunks * DP + d;
         float acc = 0.f;
 #pragma unroll 4
-        for (int64_t c = part; c < w.nchunks; c += PARTS) acc = is_v ? fmaxf(acc, src[c * DP]) : acc + src[c * DP];
+        for (int64_t c = part; c < w.nchunks; c += PARTS) {
+            const float x = src[c * DP];
+            acc = is_v ? fmaxf(acc, x) : acc + x;
+        }
         s_part[part][d] = acc;
     }
     __syncthreads();
@@ -230,21 +239,59 @@ __global__ void __launch_bounds__(kThreads) quant_kernel(const sa3_problem p, co
 #pragma unroll
         for (int i = 0; i < PARTS; ++i) acc = is_v ? fmaxf(acc, s_part[i][tid]) : acc + s_part[i][tid];
         if (is_v) {
-            s_col[tid] = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
-            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = acc / 448.f;
+            const float inv = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
+            s_col[tid] = inv;
+            if (publish) w.vscale[bh * DP + tid] = acc / 448.f;
         } else {
             const float mean = smooth_k ? acc / (float)p.seq_k : 0.f;
             s_col[tid] = mean;
-            if (blockIdx.y == 0) w.kmean[bh * DP + tid] = mean;
+            if (publish) w.kmean[bh * DP + tid] = mean;
         }
     }
     __syncthreads();
+}
+
+/* Head (bh)'s K (is_v false) or V, block blk, into registers. */
+template <int DP, typename T>
+__device__ __forceinline__ void load_head_block(const sa3_problem &p, int64_t bh, bool is_v, int64_t blk,
+                                                Block<DP> &blkr) {
+    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
     if (is_v) {
-        quant_v_block<DP, T>(p, w, bh, blockIdx.y, s_col, s_v8);
+        load_block<DP, T>(static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1], p.v_stride[2], blk,
+                          p, blkr);
     } else {
-        quant_k_block<DP, T>(p, w, bh, blockIdx.y, s_col, s_red);
+        load_block<DP, T>(static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1], p.k_stride[2], blk,
+                          p, blkr);
     }
 }
+
+template <int DP>
+struct QuantSmem {
+    float col[DP]; /* K: the mean; V: 448 / max|V| */
+    float part[kThreads / DP][DP];
+    float red[kThreads / 32];
+    __align__(16) uint8_t v8[kBlockN][DP];
+};
+
+/* grid (B*Hkv, nblk, 2): z = 0 quantizes a block of K, z = 1 the same block of V (separate
+ * CTAs: more loads in flight than one CTA doing both in turn). 4 CTAs per SM (64 registers):
+ * each CTA is a short dependent chain (load and combine, reduce, store), so the number of
+ * resident CTAs, not the bytes in flight, sets the pace. */
+template <int DP, typename T>
+__global__ void __launch_bounds__(kThreads, 4) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
+    __shared__ QuantSmem<DP> sm;
+    const int64_t bh = blockIdx.x;
+    const bool is_v = blockIdx.z == 1;
+    Block<DP> blkr;
+    load_head_block<DP, T>(p, bh, is_v, blockIdx.y, blkr); /* in flight during the combine */
+    combine_stats<DP>(p, w, bh, is_v, smooth_k, blockIdx.y == 0, sm.part, sm.col);
+    if (is_v) {
+        quant_v_block<DP, T>(blkr, w, bh, blockIdx.y, sm.col, sm.v8);
+    } else {
+        quant_k_block<DP, T>(blkr, p, w, bh, blockIdx.y, sm.col, sm.red);
+    }
+}
+
 template <int DP, typename T>
 sa3_status quant_typed(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
                        size_t err_len) {
