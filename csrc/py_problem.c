@@ -351,13 +351,17 @@ static int sa3_facts_arg(sa3_module_state *st, PyObject *obj, const sa3_problem 
     return 0;
 }
 
-/* supports(family, pv="fp16", facts=None) -> (None | key, details). With facts given, the
- * problem's tensors are taken to be on such a CUDA device. */
+/* supports(family, pv="fp16", facts=None, lse=False) -> (None | key, details). With facts
+ * given, the problem's tensors are taken to be on such a CUDA device; with lse true, the call
+ * is taken to ask for an LSE output too (supports() only tests the pointer against NULL, so a
+ * placeholder stands in for the tensor). */
 static PyObject *sa3_problem_supports(PyObject *op, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"family", "pv", "facts", NULL};
+    static char *kwlist[] = {"family", "pv", "facts", "lse", NULL};
+    static float lse_placeholder; /* never read or written */
     sa3_problem_obj *self = (sa3_problem_obj *)op;
     sa3_module_state *st = sa3_obj_state(op);
     PyObject *name, *pv_obj = NULL, *facts_obj = Py_None;
+    int want_lse = 0;
     sa3_options opt;
     sa3_device_facts facts;
     sa3_problem p = self->p;
@@ -365,7 +369,12 @@ static PyObject *sa3_problem_supports(PyObject *op, PyObject *args, PyObject *kw
     const char *why;
     const sa3_family *fam;
     int idx;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:supports", kwlist, &name, &pv_obj, &facts_obj)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOp:supports", kwlist, &name, &pv_obj, &facts_obj, &want_lse))
+        return NULL;
+    if (want_lse && p.lse == NULL) {
+        p.lse = &lse_placeholder;
+        p.lse_stride_b = p.lse_stride_h = 0;
+    }
     opt.pv_mode = SA3_PV_F16;
     opt.smooth_k = 1;
     if (pv_obj != NULL && sa3_parse_pv(st, pv_obj, &opt.pv_mode) < 0) return NULL;
@@ -396,7 +405,8 @@ static PyObject *sa3_problem_workspace_bytes(PyObject *op, PyObject *args, PyObj
     sa3_module_state *st = sa3_obj_state(op);
     sa3_options opt;
     PyObject *name, *pv_obj = NULL, *facts_obj = Py_None;
-    static char *kwlist[] = {"family", "pv", "facts", NULL};
+    int want_lse = 0;
+    static char *kwlist[] = {"family", "pv", "facts", "lse", NULL};
     if (r == NULL) return NULL;
     key = PyTuple_GET_ITEM(r, 0);
     if (key != Py_None) {
@@ -405,7 +415,8 @@ static PyObject *sa3_problem_workspace_bytes(PyObject *op, PyObject *args, PyObj
         return NULL;
     }
     Py_DECREF(r);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:workspace_bytes", kwlist, &name, &pv_obj, &facts_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOp:workspace_bytes", kwlist, &name, &pv_obj, &facts_obj,
+                                     &want_lse))
         return NULL;
     opt.pv_mode = SA3_PV_F16;
     opt.smooth_k = 1;
@@ -511,9 +522,9 @@ static PyMethodDef sa3_problem_methods[] = {
     {"launch", (PyCFunction)(void (*)(void))sa3_problem_launch, METH_FASTCALL,
      "launch(out, ws_ptr, ws_bytes, stream): run the selected family on `stream` (no sync, no allocation)"},
     {"supports", (PyCFunction)(void (*)(void))sa3_problem_supports, METH_VARARGS | METH_KEYWORDS,
-     "supports(family, pv='fp16', facts=None) -> (None | reason_key, details)"},
+     "supports(family, pv='fp16', facts=None, lse=False) -> (None | reason_key, details)"},
     {"workspace_bytes", (PyCFunction)(void (*)(void))sa3_problem_workspace_bytes, METH_VARARGS | METH_KEYWORDS,
-     "workspace_bytes(family, pv='fp16', facts=None) -> int"},
+     "workspace_bytes(family, pv='fp16', facts=None, lse=False) -> int"},
     {NULL, NULL, 0, NULL},
 };
 

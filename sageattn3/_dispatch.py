@@ -179,17 +179,18 @@ def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale
 
 def run_family(family: str, q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
                causal: bool = False, scale: Optional[float] = None, pv: str = "fp16", out=None,
-               poison: bool = False):
+               poison: bool = False, lse=None):
     """Run kernel family `family` on the call, or raise `_C.UnsupportedError("<key>: <details>")`.
 
     The one way checks, benchmarks, tests and scripts run a kernel directly: same validation,
     same supports() and launch as the dispatcher, no policy and no fallback. `out` (optional)
-    receives the result; `poison=True` fills a fresh output with NaN and the workspace with 0xFF
-    first, so a kernel that skips an element or reads scratch it never wrote is caught.
-    Returns the output tensor.
+    receives the result; `lse` (optional, a (B, Hq, Sq) float32 tensor) receives each row's LSE
+    from the kernel; `poison=True` fills a fresh output with NaN and the workspace with 0xFF
+    first, so a kernel that skips an element or reads scratch it never wrote is caught (poison
+    `lse` yourself). Returns the output tensor.
     """
     prob = problem(q, k, v, layout, heads, causal, scale)
-    r = prob.select(((family, pv),), 0)
+    r = prob.select(((family, pv),), 0) if lse is None else prob.select(((family, pv),), 0, lse)
     if r[0] is None:
         raise _C.UnsupportedError(f"{r[1]}: {r[2]}")
     _, nbytes = r

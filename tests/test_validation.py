@@ -407,6 +407,21 @@ def test_mma_other_rules():
     assert p.workspace_bytes("mma", "fp16", facts=H100) > 0
 
 
+@pytest.mark.parametrize("d,causal", [(64, False), (128, True), (256, False)])
+def test_mma_no_longer_declines_an_lse_output(d, causal):
+    """The mma kernel writes the LSE from its epilogue (issue 14): a call asking for one is served
+    in every P.V mode, not sent to SDPA's LSE ops with the reason "lse"."""
+    _mma_or_skip()
+    q = r(1, 2, 77, d, dtype=BF16)
+    p = _C.problem(q, q, q, "HND", None, causal)
+    for pv in ("fp16", "fp8"):
+        assert p.supports("mma", pv, facts=H100, lse=True) == (None, "")
+        assert p.workspace_bytes("mma", pv, facts=H100, lse=True) == p.workspace_bytes("mma", pv, facts=H100)
+    # the what-if flag changes only the LSE: other reasons still come first
+    assert _C.problem(r(1, 2, 16, 24, dtype=F16), r(1, 2, 16, 24, dtype=F16), r(1, 2, 16, 24, dtype=F16)).supports(
+        "mma", "fp16", facts=H100, lse=True)[0] == "head_dim"
+
+
 def test_select_walks_the_plan_on_cpu_problems():
     q = r(1, 2, 16, 64, dtype=F16)
     p = _C.problem(q, q, q)

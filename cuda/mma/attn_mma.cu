@@ -13,7 +13,7 @@
  *      to the log2 domain with q_scale * k_scale * sm_scale * log2(e), masked (Sk tail,
  *      causal; only in the few "edge" iterations), online softmax, then O += P V (and, at
  *      D <= 128, l += P 1).
- *   3. O / l written in the caller's layout and dtype.
+ *   3. O / l written in the caller's layout and dtype; the row's LSE when asked for.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
  */
@@ -59,6 +59,9 @@ struct sa3_half_ops<__nv_bfloat16> {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
     }
+    static __device__ __forceinline__ float2 unpack(uint32_t x) {
+        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
+    }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                      "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -72,6 +75,9 @@ struct sa3_half_ops<__half> {
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __half2 v = __floats2half2_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t x) {
+        return __half22float2(*reinterpret_cast<const __half2 *>(&x));
     }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
@@ -90,6 +96,19 @@ __device__ __forceinline__ void sa3_mma_e4m3(float (&d)[4], const uint32_t (&a)[
 #else
     __trap(); /* the launcher never selects FP8 PV below sm89 */
 #endif
+}
+
+/* blockIdx.y / .z read afresh (volatile: not merged with the prologue's reads, which would
+ * keep them, or values derived from them, live through the KV loop) */
+__device__ __forceinline__ unsigned sa3_ctaid_y() {
+    unsigned v;
+    asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(v));
+    return v;
+}
+__device__ __forceinline__ unsigned sa3_ctaid_z() {
+    unsigned v;
+    asm volatile("mov.u32 %0, %%ctaid.z;" : "=r"(v));
+    return v;
 }
 
 /* Two floats -> two e4m3 bytes (lo in the low byte), RN + satfinite like the reference. */
@@ -145,6 +164,9 @@ struct sa3_mma_cfg {
      * the same rounded P that multiplies V. */
     static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
+    /* log2 of the factor P carries into P.V (and into l): FP8 P is scaled by 448 so it fills
+     * e4m3's range; the epilogue divides it out of O (through l) and out of the LSE. */
+    static constexpr float P_LOG2_SCALE = FP8_ ? 8.807354922057604f : 0.f;
     /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
      * tile (more shared-memory reads, 32 fewer registers: no spills at DP=128). */
     static constexpr bool QREG = QREG_;
@@ -248,6 +270,23 @@ struct sa3_kv_loader {
     }
 };
 
+/* ---------------------------------------------------------------- the LSE epilogue */
+/* The row's natural-log LSE, by the first lane of the quad holding it: log2 sum_j 2^s_j =
+ * m + log2(l) - log2(P's scale) (l carries that scale: FP8 P.V), to natural log, plus
+ * sm_scale * q.mean(K), the shift K smoothing took out of every score of the row, which the
+ * prologue computed from the staged Q and parked in this very element (so no register holds
+ * it through the KV loop; the loop's barriers make the store visible here). l == 0 (no
+ * visible key; top-left causal rows always see key 0) gives -inf, as the C reference.
+ * (b, hq) are read afresh from the special registers, so no prologue value is kept for this
+ * past the loop. */
+template <typename C>
+__device__ __forceinline__ void sa3_write_lse(const sa3_attn_params &p, float m, float l, int64_t row, int lane) {
+    if ((lane & 3) != 0 || row >= p.seq_q) return;
+    float *dst = p.lse + (int64_t)sa3_ctaid_z() * p.lse_stride_b + (int64_t)sa3_ctaid_y() * p.lse_stride_h + row;
+    const float shift = p.smooth_k ? *dst : 0.f;
+    *dst = l > 0.f ? (m + log2f(l) - C::P_LOG2_SCALE) * 0.6931471805599453f + shift : -INFINITY;
+}
+
 /* ---------------------------------------------------------------- the kernel */
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
@@ -323,6 +362,31 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             *reinterpret_cast<uint2 *>(s_q8 + C::QK_TILE::off(my_row, byte >> 4) + (byte & 15)) =
                 make_uint2(packed[0], packed[1]);
         }
+    }
+    /* The LSE's K-smoothing term of this lane group's row, sm_scale * q.mean(K) over the
+     * staged 16-bit Q (zero past D, as the mean is), parked in the row's LSE element until the
+     * epilogue adds the rest (sa3_write_lse). */
+    if (p.lse != nullptr && p.smooth_k) {
+        const float *km = w.kmean + bh * DP + (lane % LPR) * CPL * 8;
+        float qk = 0.f;
+#pragma unroll 4
+        for (int c = 0; c < CPL; ++c) {
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            const T *h = reinterpret_cast<const T *>(&raw);
+            const float4 k0 = *reinterpret_cast<const float4 *>(km + c * 8);
+            const float4 k1 = *reinterpret_cast<const float4 *>(km + c * 8 + 4);
+            qk = fmaf(static_cast<float>(h[0]), k0.x, qk);
+            qk = fmaf(static_cast<float>(h[1]), k0.y, qk);
+            qk = fmaf(static_cast<float>(h[2]), k0.z, qk);
+            qk = fmaf(static_cast<float>(h[3]), k0.w, qk);
+            qk = fmaf(static_cast<float>(h[4]), k1.x, qk);
+            qk = fmaf(static_cast<float>(h[5]), k1.y, qk);
+            qk = fmaf(static_cast<float>(h[6]), k1.z, qk);
+            qk = fmaf(static_cast<float>(h[7]), k1.w, qk);
+        }
+        if (LPR == 2) qk += __shfl_xor_sync(0xffffffffu, qk, 1);
+        const int64_t row = m0 + my_row;
+        if (lane % LPR == 0 && row < p.seq_q) p.lse[b * p.lse_stride_b + hq * p.lse_stride_h + row] = p.sm_scale * qk;
     }
     /* this thread's accumulator rows (16mt + g, +8) -> the scale computed by that row's lanes */
     float q_scale[MT];
@@ -489,7 +553,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 m_i[mt][r] = m_new;
                 /* p = exp2(acc*kf - m) as one FFMA: (bias+acc)*kf + (-bias*kf - m). FP8 PV
                  * folds P's 448 scale in here too (l then carries it, the epilogue divides). */
-                const float c = -(12582912.0f * kf) - m_use + (C::FP8 ? 8.807354922057604f : 0.f);
+                const float c = -(12582912.0f * kf) - m_use + C::P_LOG2_SCALE;
                 if constexpr (C::LSUM_MMA) {
 #pragma unroll
                     for (int nt = 0; nt < 8; ++nt)
@@ -608,7 +672,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     for (; j < n_fast; ++j) kv_tile(j, std::false_type{});
     for (; j < n_tiles; ++j) kv_tile(j, std::true_type{});
 
-    /* 3. epilogue: O / l in the caller's layout */
+    /* 3. epilogue: O / l in the caller's layout, and the LSE when asked for */
     T *og = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -623,6 +687,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             }
             const float inv_l = l > 0.f ? 1.f / l : 0.f;
             const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
+            if (p.lse != nullptr) sa3_write_lse<C>(p, m_i[mt][r], l, row, lane);
             if (row >= p.seq_q) continue;
 #pragma unroll
             for (int dn = 0; dn < DP / 8; ++dn) {

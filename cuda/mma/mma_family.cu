@@ -16,10 +16,6 @@ const char *mma_supports(const sa3_problem *p, const sa3_options *opt, const sa3
                          size_t detail_len) {
     const char *why = sa3_problem_common_supports(p, detail, detail_len);
     if (why != NULL) return why;
-    if (p->lse != NULL) {
-        snprintf(detail, detail_len, "the mma kernel does not write the LSE");
-        return "lse";
-    }
     if (p->head_dim < 32 || p->head_dim > 256 || p->head_dim % 8 != 0) {
         snprintf(detail, detail_len, "head dim %lld: the mma kernels take multiples of 8 in 32..256",
                  (long long)p->head_dim);
@@ -70,6 +66,8 @@ sa3_status mma_launch(const sa3_problem *p, const sa3_options *opt, const sa3_la
     a.k = p->k;
     a.v = p->v;
     a.o = p->o;
+    a.lse = p->lse; /* written by the attention kernel's epilogue when set */
+    a.lse_stride_b = p->lse_stride_b, a.lse_stride_h = p->lse_stride_h;
     a.q_stride_b = p->q_stride[0], a.q_stride_h = p->q_stride[1], a.q_stride_s = p->q_stride[2];
     a.k_stride_b = p->k_stride[0], a.k_stride_h = p->k_stride[1], a.k_stride_s = p->k_stride[2];
     a.v_stride_b = p->v_stride[0], a.v_stride_h = p->v_stride[1], a.v_stride_s = p->v_stride[2];

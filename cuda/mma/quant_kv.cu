@@ -117,6 +117,7 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
             if (FP8) m = fmaxf(m, w.vmax[(bh * w.nchunks + c) * DP + tid]);
         }
         s_mean[tid] = p.smooth_k ? s / (float)p.seq_k : 0.f;
+        if (blockIdx.y == 0) w.kmean[bh * DP + tid] = s_mean[tid]; /* the attention epilogue's LSE term */
         if (FP8) {
             s_vinv[tid] = m >= 1.17549435e-38f ? 448.f / m : 0.f; /* subnormal max counts as 0 */
             if (blockIdx.y == 0) w.vscale[bh * DP + tid] = m / 448.f;
