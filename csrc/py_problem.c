@@ -49,8 +49,12 @@ static int sa3_parse_pv(sa3_module_state *st, PyObject *obj, sa3_pv_mode *out) {
             *out = SA3_PV_FP8;
             return 0;
         }
+        if (PyUnicode_CompareWithASCIIString(obj, "fp8_f16acc") == 0) {
+            *out = SA3_PV_FP8_F16ACC;
+            return 0;
+        }
     }
-    sa3_raise(st, SA3_ERR_VALUE, "pv must be 'fp16' or 'fp8', got %R", obj);
+    sa3_raise(st, SA3_ERR_VALUE, "pv must be 'fp16', 'fp8' or 'fp8_f16acc', got %R", obj);
     return -1;
 }
 

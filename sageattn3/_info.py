@@ -189,8 +189,11 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
             if isinstance(arch, int) and arch >= 89:
                 add("same, pv='fp8'", "mma kernel (pv=fp8)",
                     "FP8 e4m3 P.V: rel-L1 ~0.035 vs ~0.011 for pv=fp16 (N(0,1) inputs)")
+                add("same, pv='fp8_f16acc'", "mma kernel (pv=fp8_f16acc)",
+                    "FP8 e4m3 P.V accumulated in fp16 per KV tile (GeForce's double-rate form), then fp32")
             else:
                 add("same, pv='fp8'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
+                add("same, pv='fp8_f16acc'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
             add("same, pv='fp16'", "mma kernel (pv=fp16)", "most accurate quantized path")
     add("attn_mask given", sdpa, "kernels take no mask")
     add("float32/float64 tensors", sdpa, "kernels take float16/bfloat16")
@@ -216,6 +219,8 @@ def _self_test_report(index: int, dev: Dict[str, Any]) -> Dict[str, str]:
 
 _PV_WHY = {
     "fp8": "INT8 QK^T + FP8 e4m3 P.V with fp32 accumulate (the faster path on this arch)",
+    "fp8_f16acc": "INT8 QK^T + FP8 e4m3 P.V accumulated in fp16 per KV tile, then fp32 (GeForce's double-rate "
+                  "FP8 mma; not measured on a GeForce card)",
     "fp16": "INT8 QK^T + 16-bit P.V (the policy's choice on this arch: FP8 P.V needs sm89+, or measured slower)",
 }
 

@@ -36,12 +36,17 @@ MIN_SCORES_BY_ARCH: Dict[int, int] = {
 
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).
 DEFAULT_PV: Dict[str, Dict[int, str]] = {
-    # FP8 P.V is the faster mma path on sm89 and sm120; on sm_90 16-bit P.V measured faster.
-    "mma": {89: "fp8", 120: "fp8"},
+    # FP8 P.V is the faster mma path on sm89 and sm120, in its fp16-accumulate form (GeForce runs
+    # FP8 mma.sync with an fp16 accumulator at twice the fp32-accumulate rate; each KV tile's
+    # fp16 partial goes into an fp32 O: cuda/mma/attn_mma.cu); on sm_90 16-bit P.V measured
+    # faster. Not measured on GeForce cards (none lent).
+    "mma": {89: "fp8_f16acc", 120: "fp8_f16acc"},
     "hopper": {90: "fp8"},  # its only P.V mode
 }
 PV_FALLBACK = "fp16"
-PV_MODES = ("auto", "fp16", "fp8")
+# pv= choices. "fp8": FP8 e4m3 P.V with fp32 accumulation; "fp8_f16acc": the same P and V codes'
+# product accumulated in fp16 per KV tile, then in fp32 (mma only).
+PV_MODES = ("auto", "fp16", "fp8", "fp8_f16acc")
 
 # (family, sm_arch) pairs that have run on real hardware and passed `python -m sageattn3 check`
 # and `pytest -m gpu`: trusted without a self-test. Every other pair (mma on sm_80/86/89/120,

@@ -92,7 +92,7 @@ def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
     with return_lse, (out, lse) with the reference's LSE (K smoothing added back)."""
     d = q.shape[-1]
     q_block = 32 if d <= 128 else 16
-    mode = "int8-fp8" if pv == "fp8" else "int8-fp16"
+    mode = {"fp8": "int8-fp8", "fp8_f16acc": "int8-fp8-f16acc"}.get(pv, "int8-fp16")
     pv_dtype = "bf16" if q.dtype == torch.bfloat16 else "f16"
     arr = [t.float().cpu().numpy() for t in (q, k, v)]
     res = _C.reference_attention(

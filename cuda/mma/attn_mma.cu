@@ -1,7 +1,8 @@
 /* attn_mma.cu - attention with mma.sync: INT8 QK^T (m16n8k32), P.V in 16-bit (m16n8k16) or
- * FP8 e4m3 (m16n8k32, sm89+), fp32 online softmax in the exp2 domain.
+ * FP8 e4m3 (m16n8k32, sm89+; fp32 accumulate, or fp16 per KV tile added to fp32), fp32 online
+ * softmax in the exp2 domain.
  *
- * CPU reference: csrc/sa3_reference.c (modes int8-fp16 / int8-fp8 with q_block = 16*MT,
+ * CPU reference: csrc/sa3_reference.c (modes int8-fp16 / int8-fp8 / int8-fp8-f16acc, q_block = 16*MT,
  * k_block = 64). Tests: tests/test_gpu_mma.py. Benchmark: benchmarks/bench_attention.py.
  *
  * One CTA = 4 warps = BQ query rows of one (batch, head); each warp owns 16*MT rows and
@@ -98,6 +99,46 @@ __device__ __forceinline__ void sa3_mma_e4m3(float (&d)[4], const uint32_t (&a)[
 #endif
 }
 
+/* FP8 e4m3 P.V with an fp16 accumulator (d: two f16x2 registers, rows g and g+8): the
+ * double-rate form on GeForce sm_89/sm_120 (QMMA.16832.F16.E4M3); ptxas emulates it on sm_90a
+ * (e4m3 -> f16 unpack + HMMA.16816.F16), so the H200 runs this mode too.
+ *
+ * Why an fp16 partial cannot overflow. Per KV tile, the partial of one output element is
+ * h = sum over the tile's 64 keys of Pq_j * Vq_j, where Pq_j = e4m3(448 * p_j) with
+ * p_j = 2^(s_j - m) <= 1 (m is the running max including this tile), so 0 <= Pq_j <= 448 (448
+ * is e4m3's largest value: RN cannot round above it), and Vq_j = e4m3(V_j * 1.75 / max|V|)
+ * with |Vq_j| <= 1.75 (1.75 is an e4m3 value, so RN stays at or below it). Hence
+ *     |h| <= 64 * 448 * 1.75 = 50176 for the exact sum and for every exact partial sum.
+ * Each fp16 rounding multiplies a magnitude by at most (1 + 2^-11), and there are at most 64
+ * roundings per tile even if the hardware rounded after every single product; (1 + 2^-11)^64
+ * < 1.032, so every rounded partial is <= 51780 < 65504 (fp16's largest finite value). The
+ * margin also covers an internal accumulation as coarse as 2^-8 relative per step
+ * ((1 + 2^-8)^64 * 50176 < 64430). The tile's partial then goes into the fp32 O (after O's
+ * rescale by alpha), so nothing accumulates in fp16 across tiles. In general the condition is
+ * BK * P_max * V_max * (1 + u)^BK <= 65504: with P_max = 448 and BK = 64, V_max <= 2.2 for
+ * any u <= 2^-11; 1.75 = 448 / 2^8 keeps V's e4m3 codes those of the fp32-accumulate mode
+ * divided by 256 (bar e4m3 subnormals, |V| < max|V| / 112), so the two modes differ only by
+ * the fp16 rounding of the partials and of those tiny V values. */
+__device__ __forceinline__ void sa3_mma_e4m3_f16(uint32_t (&d)[2], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f16.e4m3.e4m3.f16 {%0,%1}, {%2,%3,%4,%5}, {%6,%7}, "
+                 "{%0,%1};\n"
+                 : "+r"(d[0]), "+r"(d[1])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap(); /* the launcher never selects FP8 PV below sm89 */
+#endif
+}
+/* o (fp32 accumulator layout: rows g, g, g+8, g+8) += the fp16 pair h (row g, row g+8) */
+__device__ __forceinline__ void sa3_add_f16acc(float (&o)[4], const uint32_t (&h)[2]) {
+    const float2 lo = __half22float2(*reinterpret_cast<const __half2 *>(&h[0]));
+    const float2 hi = __half22float2(*reinterpret_cast<const __half2 *>(&h[1]));
+    o[0] += lo.x;
+    o[1] += lo.y;
+    o[2] += hi.x;
+    o[3] += hi.y;
+}
+
 /* blockIdx.y / .z read afresh (volatile: not merged with the prologue's reads, which would
  * keep them, or values derived from them, live through the KV loop) */
 __device__ __forceinline__ unsigned sa3_ctaid_y() {
@@ -164,6 +205,9 @@ struct sa3_mma_cfg {
      * the same rounded P that multiplies V. */
     static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
+    /* FP8 P.V accumulated in fp16 per tile (sa3_fp8_f16acc below sets it) */
+    static constexpr bool F16ACC = false;
+    static_assert(!F16ACC || FP8_, "fp16 accumulation is a form of FP8 P.V");
     /* log2 of the factor P carries into P.V (and into l): FP8 P is scaled by 448 so it fills
      * e4m3's range; the epilogue divides it out of O (through l) and out of the LSE. */
     static constexpr float P_LOG2_SCALE = FP8_ ? 8.807354922057604f : 0.f;
@@ -195,6 +239,14 @@ struct sa3_mma_cfg {
      * masked one, so unchecked lookahead loads never go past the last tile it reads */
     static_assert(BQ >= (STAGES - 1) * BK, "n_fast needs BQ >= (STAGES - 1) * BK");
     static_assert(Q8_BYTES % 128 == 0 && K_TILE % 128 == 0 && V_TILE % 128 == 0, "tiles start line-aligned");
+};
+
+/* A FP8 configuration with P.V in the fp16-accumulate form (SA3_PV_FP8_F16ACC): same tiles,
+ * same shared memory. */
+template <typename C>
+struct sa3_fp8_f16acc : C {
+    static_assert(C::FP8, "fp16 accumulation is a form of FP8 P.V");
+    static constexpr bool F16ACC = true;
 };
 
 /* ---------------------------------------------------------------- K/V tile loads */
@@ -616,7 +668,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                         }
                     }
                 }
-            } else {
+            } else if constexpr (!C::F16ACC) {
 #pragma unroll
                 for (int kc = 0; kc < BK / 32; ++kc) {
                     uint32_t pa[MT][4];
@@ -640,6 +692,40 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                             sa3_mma_e4m3(o[mt][2 * np], pa[mt], bv[0], bv[1]);
                             sa3_mma_e4m3(o[mt][2 * np + 1], pa[mt], bv[2], bv[3]);
                         }
+                    }
+                }
+            } else {
+                /* FP8 with fp16 accumulation: the whole tile's P fragments first, then per 16
+                 * columns of V both 32-key steps into a zeroed fp16 pair, added to the fp32 O
+                 * (the tile's partial is bounded: sa3_mma_e4m3_f16) */
+                uint32_t pa[BK / 32][MT][4];
+#pragma unroll
+                for (int kc = 0; kc < BK / 32; ++kc)
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt)
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) {
+                            const int t0 = 4 * kc + 2 * half;
+                            pa[kc][mt][2 * half] = sa3_e4m3x2(sf[mt][t0][0], sf[mt][t0][1]) |
+                                                   sa3_e4m3x2(sf[mt][t0 + 1][0], sf[mt][t0 + 1][1]) << 16;
+                            pa[kc][mt][2 * half + 1] = sa3_e4m3x2(sf[mt][t0][2], sf[mt][t0][3]) |
+                                                       sa3_e4m3x2(sf[mt][t0 + 1][2], sf[mt][t0 + 1][3]) << 16;
+                        }
+#pragma unroll
+                for (int np = 0; np < DP / 16; ++np) {
+                    uint32_t bv[BK / 32][4];
+#pragma unroll
+                    for (int kc = 0; kc < BK / 32; ++kc) sa3_ldsm_x4(bv[kc], VT::at(cv, np * 16, kc * 2));
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt) {
+                        uint32_t h0[2] = {0u, 0u}, h1[2] = {0u, 0u};
+#pragma unroll
+                        for (int kc = 0; kc < BK / 32; ++kc) {
+                            sa3_mma_e4m3_f16(h0, pa[kc][mt], bv[kc][0], bv[kc][1]);
+                            sa3_mma_e4m3_f16(h1, pa[kc][mt], bv[kc][2], bv[kc][3]);
+                        }
+                        sa3_add_f16acc(o[mt][2 * np], h0);
+                        sa3_add_f16acc(o[mt][2 * np + 1], h1);
                     }
                 }
             }
@@ -742,6 +828,7 @@ using sa3_cfg_for = sa3_mma_cfg<DP, sa3_tiles<DP>::MT, FP8, sa3_tiles<DP>::QREG,
 
 template <typename T, int DP>
 sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
+    if (p->pv_mode == SA3_PV_FP8_F16ACC) return sa3_attn_launch<T, sa3_fp8_f16acc<sa3_cfg_for<DP, true>>>(p, w, s, err, n);
     return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_cfg_for<DP, true>>(p, w, s, err, n)
                                     : sa3_attn_launch<T, sa3_cfg_for<DP, false>>(p, w, s, err, n);
 }
@@ -763,7 +850,7 @@ int sa3_smem_of(bool fp8) {
 } // namespace
 
 int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode) {
-    const bool fp8 = pv_mode == SA3_PV_FP8;
+    const bool fp8 = sa3_pv_is_fp8(pv_mode); /* both FP8 forms use the same tiles */
     switch (sa3_padded_head_dim(head_dim)) {
     case 64: return sa3_smem_of<64>(fp8);
     case 128: return sa3_smem_of<128>(fp8);
@@ -773,7 +860,7 @@ int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode) {
 
 sa3_status sa3_mma_run(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
     const sa3_mma_ws w = sa3_mma_ws_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim,
-                                           p->pv_mode == SA3_PV_FP8);
+                                           sa3_pv_is_fp8(p->pv_mode));
     if (w.bytes > p->workspace_bytes) {
         snprintf(err, err_len, "workspace too small: %zu < %zu bytes", p->workspace_bytes, w.bytes);
         return SA3_ERR_VALUE;

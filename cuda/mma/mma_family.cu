@@ -21,7 +21,7 @@ const char *mma_supports(const sa3_problem *p, const sa3_options *opt, const sa3
                  (long long)p->head_dim);
         return "head_dim";
     }
-    if (opt->pv_mode == SA3_PV_FP8 && dev->sm_arch < 89) {
+    if (sa3_pv_is_fp8(opt->pv_mode) && dev->sm_arch < 89) {
         snprintf(detail, detail_len, "FP8 P.V needs sm_89 or newer, this is sm_%d", dev->sm_arch);
         return "pv_mode";
     }
@@ -48,7 +48,7 @@ const char *mma_supports(const sa3_problem *p, const sa3_options *opt, const sa3
     const int smem = sa3_mma_smem_bytes(p->head_dim, opt->pv_mode);
     if (smem > dev->smem_optin) {
         snprintf(detail, detail_len, "head dim %lld with %s P.V needs %d bytes of shared memory per block, sm_%d allows %d",
-                 (long long)p->head_dim, opt->pv_mode == SA3_PV_FP8 ? "FP8" : "16-bit", smem, dev->sm_arch,
+                 (long long)p->head_dim, sa3_pv_is_fp8(opt->pv_mode) ? "FP8" : "16-bit", smem, dev->sm_arch,
                  dev->smem_optin);
         return "smem_limit";
     }
@@ -56,7 +56,7 @@ const char *mma_supports(const sa3_problem *p, const sa3_options *opt, const sa3
 }
 
 size_t mma_workspace_bytes(const sa3_problem *p, const sa3_options *opt) {
-    return sa3_mma_ws_layout(nullptr, p->batch, p->heads_kv, p->seq_k, p->head_dim, opt->pv_mode == SA3_PV_FP8).bytes;
+    return sa3_mma_ws_layout(nullptr, p->batch, p->heads_kv, p->seq_k, p->head_dim, sa3_pv_is_fp8(opt->pv_mode)).bytes;
 }
 
 sa3_status mma_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,

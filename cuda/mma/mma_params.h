@@ -56,6 +56,10 @@ typedef struct sa3_attn_params {
     int sm_arch; /* 10*major+minor of that device, e.g. 90 */
 } sa3_attn_params;
 
+/* Both FP8 P.V modes quantize V to FP8 (workspace V^T, per-channel scales); they differ in V's
+ * target range and in the P.V accumulator. */
+static inline int sa3_pv_is_fp8(sa3_pv_mode m) { return m == SA3_PV_FP8 || m == SA3_PV_FP8_F16ACC; }
+
 #ifdef __cplusplus
 }
 #endif

@@ -11,7 +11,8 @@
  *                 (key j in group (j % 8) / 2: the 16 keys one thread of the attention
  *                 kernel's mma layout multiplies, so each thread needs one scale per tile);
  *                 V -> FP8 e4m3
- *                 with one scale per channel, written transposed for the PV mma.
+ *                 with one scale per channel (max|V| -> 448, or -> 1.75 for fp16-accumulated
+ *                 P.V: attn_mma.cu), written transposed for the PV mma.
  * The mean needs every token before any token can be quantized, hence two passes (the extra
  * read of K is small next to the attention: NOTES.md).
  */
@@ -118,9 +119,10 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
         }
         s_mean[tid] = p.smooth_k ? s / (float)p.seq_k : 0.f;
         if (blockIdx.y == 0) w.kmean[bh * DP + tid] = s_mean[tid]; /* the attention epilogue's LSE term */
-        if (FP8) {
-            s_vinv[tid] = m >= 1.17549435e-38f ? 448.f / m : 0.f; /* subnormal max counts as 0 */
-            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = m / 448.f;
+        if (FP8) { /* max|V| -> 448, or SA3_PV_F16ACC_V_MAX where P.V accumulates in fp16 */
+            const float vt = p.pv_mode == SA3_PV_FP8_F16ACC ? SA3_PV_F16ACC_V_MAX : 448.f;
+            s_vinv[tid] = m >= 1.17549435e-38f ? vt / m : 0.f; /* subnormal max counts as 0 */
+            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = m / vt;
         }
     }
     __syncthreads();
@@ -207,7 +209,7 @@ sa3_status sa3_quant_kv_typed(const sa3_attn_params *p, const sa3_mma_ws *w, cud
 
 template <int DP, typename T>
 sa3_status sa3_quant_kv_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_quant_kv_typed<DP, T, true>(p, w, s, err, n)
+    return sa3_pv_is_fp8(p->pv_mode) ? sa3_quant_kv_typed<DP, T, true>(p, w, s, err, n)
                                     : sa3_quant_kv_typed<DP, T, false>(p, w, s, err, n);
 }
 
