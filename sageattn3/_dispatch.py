@@ -63,12 +63,10 @@ def declines_arch(family: str, facts: dict) -> Optional[str]:
     None. A family whose binary runs on the GPU can still decline its arch: hopper under consumer
     limits (the H200 reports sm_120, hopper serves sm_90 only). Asked of the family's supports()
     on a small CPU problem with those facts, so it is the family's rule, not a copy here."""
-    if _C is None or family not in (facts.get("families") or ()):
+    if _C is None or torch is None or family not in (facts.get("families") or ()):
         return None
     try:
-        import numpy as np
-
-        x = np.zeros((1, 1, 64, 64), dtype=np.float16)
+        x = torch.zeros((1, 1, 64, 64), dtype=torch.float16)
         arch = int(facts["sm_arch"])
         t = (arch, int(facts["sm_count"]), int(facts["smem_optin"]), int(facts["smem_per_sm"]),
              int(facts["hw_arch"]))
