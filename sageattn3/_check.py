@@ -94,6 +94,7 @@ class Report:
     seconds: float = 0.0
     device: str = "cpu"
     self_test: dict = field(default_factory=dict)  # family -> first-call self-test status on this device
+    consumer_limits: Optional[str] = None  # SAGEATTN3_CONSUMER_LIMITS in force (sageattn3/_limits.py), or None
 
     @property
     def failed(self) -> List[Result]:
@@ -112,6 +113,7 @@ class Report:
     def to_json(self) -> dict:
         return {"seed": self.seed, "seconds": round(self.seconds, 2), "device": self.device,
                 "ok": self.ok, "counts": self.counts(), "self_test": self.self_test,
+                "consumer_limits": self.consumer_limits,
                 "results": [asdict(r) for r in self.results]}
 
 
@@ -425,8 +427,9 @@ FAMILY_NUMERICS = {
 
 def _device_families(torch) -> tuple:
     """The policy's families that run on the current device, in policy order."""
-    have = _C.device_info(torch.cuda.current_device()).get("families", ())
-    return tuple(f for f in _policy.FAMILIES if f in have)
+    from . import _dispatch
+
+    return _dispatch.families_here(_C.device_info(torch.cuda.current_device()))
 
 
 def _gpu_skip_reason(torch) -> Optional[str]:
@@ -558,7 +561,14 @@ def check_self_test(torch, emit, rep: Report, dev: Optional[int] = None, facts: 
     dev = torch.cuda.current_device() if dev is None else dev
     facts = _C.device_info(dev) if facts is None else facts
     arch = int(facts["sm_arch"])
+    from . import _dispatch
+
     for fam in (f for f in _policy.FAMILIES if f in facts.get("families", ())):
+        why = _dispatch.declines_arch(fam, facts)
+        if why is not None:  # e.g. hopper under consumer limits: its supports() says sm_90 only
+            emit(Result("selftest", f"{fam} first-call self-test, sm_{arch}", "-", status="SKIP",
+                        note=f"the family declines this arch: {why}"))
+            continue
         t0 = time.perf_counter()
         try:
             st = _selftest.ensure(dev, fam, arch)
@@ -650,7 +660,9 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     """Run every section that this machine supports; print rows as they finish."""
     stream = stream or sys.stdout
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
-    rep = Report(seed=seed)
+    from . import _limits
+
+    rep = Report(seed=seed, consumer_limits=_limits.mode())
     t_start = time.perf_counter()
 
     def emit(r: Result) -> None:
@@ -661,6 +673,8 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     if not quiet:
         print(f"sageattn3 check (seed {seed}; rel-L1 = sum|out-ref|/sum|ref| vs float64; "
               f"'vs ref' = vs the C reference in the same mode)", file=stream)
+        if rep.consumer_limits:
+            print(f"CONSUMER LIMITS: {_limits.describe()}", file=stream)
         print(HEADER, file=stream, flush=True)
     rng = np.random.default_rng(seed)
     check_reference(rng, emit)
@@ -693,7 +707,9 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     if not quiet:
         c = rep.counts()
         print(f"check: {'PASS' if rep.ok else 'FAIL'}: {c['PASS']} passed, {c['FAIL']} failed, {c['SKIP']} skipped "
-              f"in {rep.seconds:.1f} s on {rep.device} (seed {seed})", file=stream, flush=True)
+              f"in {rep.seconds:.1f} s on {rep.device} (seed {seed})"
+              + (f" under consumer limits {rep.consumer_limits}" if rep.consumer_limits else ""),
+              file=stream, flush=True)
         for r in rep.results:
             if r.status == "SKIP":
                 print(f"  skipped: {r.section}/{r.case} {r.mode}: {r.note}", file=stream)

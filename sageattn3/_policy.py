@@ -44,6 +44,12 @@ DEFAULT_PV: Dict[str, Dict[int, str]] = {
     "hopper": {90: "fp8"},  # its only P.V mode
 }
 PV_FALLBACK = "fp16"
+# pv="auto": the mode tried next, within the same family, where the default's configuration
+# doesn't serve a call: fp16-accumulated FP8 has no 99 KB configuration at D > 128 (it spills
+# there: cuda/mma/mma_configs.h; supports() says "pv_mode"), the fp32-accumulate form has one.
+PV_NEXT: Dict[str, Dict[int, str]] = {
+    "mma": {89: "fp8", 120: "fp8"},
+}
 # pv= choices. "fp8": FP8 e4m3 P.V with fp32 accumulation; "fp8_f16acc": the same P and V codes'
 # product accumulated in fp16 per KV tile, then in fp32 (mma only).
 PV_MODES = ("auto", "fp16", "fp8", "fp8_f16acc")
@@ -85,7 +91,18 @@ def plan(sm_arch: int, kernel: str, pv: str) -> tuple:
     p = _plans.get(key)
     if p is None:
         order = auto_order(sm_arch) if kernel == "auto" else (kernel,)
-        p = tuple(f if f == "sdpa" else (f, default_pv(f, sm_arch) if pv == "auto" else pv) for f in order)
+        entries = []
+        for f in order:
+            if f == "sdpa":
+                entries.append(f)
+            elif pv != "auto":
+                entries.append((f, pv))
+            else:
+                entries.append((f, default_pv(f, sm_arch)))
+                nxt = PV_NEXT.get(f, {}).get(sm_arch)
+                if nxt:
+                    entries.append((f, nxt))
+        p = tuple(entries)
         _plans[key] = p
     return p
 

@@ -246,7 +246,7 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
     d = _info.info()
     if torch_ok:
         main = d["devices"][0]["routes"][0]
-        assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"),)
+        assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
         assert main["path"] == "mma kernel (pv=fp8_f16acc)"
         assert "NHD_FLAT" in main["case"] and "32 <= D <= 256" in main["case"] and "1,048,576" in main["case"]
 

@@ -199,7 +199,7 @@ def test_fail_then_the_next_family_in_the_plan_serves(device, monkeypatch):
     assert key is None and out is not None
     assert [r[1] for r in device.runs] == ["hopper", "mma"]
     # asked again without hopper, with the same lse
-    assert prob.selected[-1] == ((("mma", "fp8_f16acc"),), lse)
+    assert prob.selected[-1] == ((("mma", "fp8_f16acc"), ("mma", "fp8")), lse)
     assert _stats.stats()["served"] == {"mma": 1}
     serve(prob)
     assert len(device.runs) == 2 and _stats.stats()["served"] == {"mma": 2}

@@ -24,6 +24,7 @@
 
 #include <type_traits>
 
+#include "mma_configs.h"
 #include "mma_workspace.cuh"
 #include "mma_family.cuh"
 #include "quant_kv.cuh"
@@ -227,8 +228,11 @@ struct sa3_mma_cfg {
     static constexpr int V_STRIDE = FP8 ? BK : 2 * DP;    /* bytes */
     using QK_TILE = sa3_tile<Q8_STRIDE>;
     using V_TILE_T = sa3_tile<V_STRIDE>;
-    /* 16-bit Q staging (prologue only, read row-wise): rows padded by 16 bytes */
-    static constexpr int STAGE_STRIDE = (DP + 8) * 2;
+    /* 16-bit Q staging (prologue only, read row-wise by one or two lanes per row), swizzled
+     * like the tiles instead of padded: conflict-free either way, and unpadded it stays within
+     * the K/V buffers it aliases at DP=128 FP8 with 2 stages (2 CTAs per 100 KB SM) */
+    static constexpr int STAGE_STRIDE = 2 * DP;
+    using STAGE_TILE = sa3_tile<STAGE_STRIDE>;
     static constexpr int Q8_BYTES = BQ * Q8_STRIDE;
     static constexpr int K_TILE = BK * Q8_STRIDE;
     static constexpr int V_TILE = V_ROWS * V_STRIDE;
@@ -369,7 +373,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         const int r = i / CPR, c = i % CPR;
         const int64_t row = m0 + r;
         const bool ok = row < p.seq_q && c * 8 < D;
-        sa3_cp_async16(s_stage + r * C::STAGE_STRIDE + c * 16, ok ? qg + row * p.q_stride_s + c * 8 : qg,
+        sa3_cp_async16(s_stage + C::STAGE_TILE::off(r, c), ok ? qg + row * p.q_stride_s + c * 8 : qg,
                        ok ? 16 : 0);
     }
     sa3_cp_async_commit();
@@ -384,11 +388,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     constexpr int LPR = 32 / (16 * MT); /* lanes per row: 1 (MT=2) or 2 (MT=1) */
     constexpr int CPL = CPR / LPR;      /* 16-byte chunks per lane */
     const int my_row = wrow0 + lane / LPR;
-    const uint8_t *stage_row = s_stage + my_row * C::STAGE_STRIDE + (lane % LPR) * CPL * 16;
+    const uint8_t *stage_row = s_stage + my_row * C::STAGE_STRIDE;
+    const int stage_c0 = (lane % LPR) * CPL; /* this lane's first 16-byte chunk of the row */
     float amax = 0.f;
 #pragma unroll 4
     for (int c = 0; c < CPL; ++c) {
-        uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+        uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + (((stage_c0 + c) ^ (my_row & 7)) << 4));
         const T *h = reinterpret_cast<const T *>(&raw);
 #pragma unroll
         for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(static_cast<float>(h[e])));
@@ -401,7 +406,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         const int q8_byte0 = (lane % LPR) * CPL * 8; /* this lane's first byte in its INT8 row */
 #pragma unroll 4
         for (int c = 0; c < CPL; ++c) {
-            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + (((stage_c0 + c) ^ (my_row & 7)) << 4));
             const T *h = reinterpret_cast<const T *>(&raw);
             uint32_t packed[2] = {0u, 0u};
 #pragma unroll
@@ -803,59 +808,94 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-/* Tile shape per padded head dim (the measurements behind each choice: cuda/mma/NOTES.md).
- * Two 16-row m-tiles per warp where registers allow, so each K/V fragment feeds two mmas; Q
- * in registers only where that does not spill; row sums by mma where they pay. */
-template <int DP>
-struct sa3_tiles;
-template <>
-struct sa3_tiles<64> {
-    static constexpr int MT = 2;
-    static constexpr bool QREG = true, LSUM = true;
+/* The configurations (cuda/mma/mma_configs.h: one row per GPU class, padded head dim and P.V
+ * mode; the measurements behind each: cuda/mma/NOTES.md), instantiated for both dtypes. */
+struct sa3_cfg_entry {
+    sa3_mma_class cls;
+    int dp;
+    sa3_pv_mode pv;
+    int smem; /* dynamic shared memory, bytes */
+    int mt, warps, stages, ctas;
+    sa3_status (*launch[2])(const sa3_attn_params *, const sa3_mma_ws *, cudaStream_t, char *, size_t); /* f16, bf16 */
 };
-template <>
-struct sa3_tiles<128> {
-    static constexpr int MT = 2;
-    static constexpr bool QREG = false, LSUM = true;
-};
-template <>
-struct sa3_tiles<256> {
-    static constexpr int MT = 1;
-    static constexpr bool QREG = false, LSUM = false;
-};
-template <int DP, bool FP8>
-using sa3_cfg_for = sa3_mma_cfg<DP, sa3_tiles<DP>::MT, FP8, sa3_tiles<DP>::QREG, sa3_tiles<DP>::LSUM>;
 
-template <typename T, int DP>
-sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    if (p->pv_mode == SA3_PV_FP8_F16ACC) return sa3_attn_launch<T, sa3_fp8_f16acc<sa3_cfg_for<DP, true>>>(p, w, s, err, n);
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_cfg_for<DP, true>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_cfg_for<DP, false>>(p, w, s, err, n);
+template <typename C>
+constexpr bool sa3_fits_class(sa3_mma_class cls, int ctas) {
+    /* per block: the opt-in limit; per SM: CTAS blocks, each with its static reserve and the
+     * driver's 1 KB per block */
+    return cls == SA3_MMA_SMALL
+               ? C::SMEM + SA3_MMA_STATIC_SMEM <= 99 * 1024 && ctas * (C::SMEM + SA3_MMA_STATIC_SMEM + 1024) <= 100 * 1024
+               : C::SMEM + SA3_MMA_STATIC_SMEM <= 227 * 1024 && ctas * (C::SMEM + SA3_MMA_STATIC_SMEM + 1024) <= 228 * 1024;
 }
 
-template <typename T>
-sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    switch (w->dp) {
-    case 64: return sa3_attn_pv<T, 64>(p, w, s, err, n);
-    case 128: return sa3_attn_pv<T, 128>(p, w, s, err, n);
-    default: return sa3_attn_pv<T, 256>(p, w, s, err, n);
-    }
-}
+/* A row's kernel configuration: FP8_F16ACC rows are FP8 tiles with the fp16-accumulate P.V */
+template <typename C, bool F16ACC>
+struct sa3_pv_form {
+    using type = C;
+};
+template <typename C>
+struct sa3_pv_form<C, true> {
+    using type = sa3_fp8_f16acc<C>;
+};
+template <int DP, sa3_pv_mode PV, int MT, bool QREG, bool LSUM, int WARPS, int STAGES>
+using sa3_row_cfg = typename sa3_pv_form<sa3_mma_cfg<DP, MT, PV != SA3_PV_F16, QREG, LSUM, WARPS, STAGES>,
+                                         PV == SA3_PV_FP8_F16ACC>::type;
+#define SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages) \
+    sa3_row_cfg<dp, SA3_PV_##pv, mt, qreg != 0, lsum != 0, warps, stages>
+#define SA3_MMA_ASSERT_ROW(cls, dp, pv, mt, qreg, lsum, warps, stages, ctas)                                      \
+    static_assert(sa3_fits_class<SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>(SA3_MMA_##cls, ctas),   \
+                  "mma_configs.h row " #cls " DP=" #dp " " #pv ": shared memory exceeds the class's limits");     \
+    static_assert(ctas * 32 * (warps) <= 256, "CTAS x threads at 255 registers each must fit 64K registers");
+SA3_MMA_CONFIGS(SA3_MMA_ASSERT_ROW)
+#undef SA3_MMA_ASSERT_ROW
 
-template <int DP>
-int sa3_smem_of(bool fp8) {
-    return fp8 ? sa3_cfg_for<DP, true>::SMEM : sa3_cfg_for<DP, false>::SMEM;
+#define SA3_MMA_ENTRY(cls, dp, pv, mt, qreg, lsum, warps, stages, ctas)                                   \
+    {SA3_MMA_##cls, dp, SA3_PV_##pv, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)::SMEM,        \
+     mt, warps, stages, ctas,                                                                               \
+     {&sa3_attn_launch<__half, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>,                   \
+      &sa3_attn_launch<__nv_bfloat16, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>}},
+const sa3_cfg_entry sa3_cfg_table[] = {SA3_MMA_CONFIGS(SA3_MMA_ENTRY)};
+#undef SA3_MMA_ENTRY
+#undef SA3_MMA_CFG_TYPE
+constexpr int sa3_cfg_count = (int)(sizeof sa3_cfg_table / sizeof sa3_cfg_table[0]);
+
+const sa3_cfg_entry *sa3_cfg_find(sa3_mma_class cls, int dp, sa3_pv_mode pv) {
+    for (int i = 0; i < sa3_cfg_count; ++i)
+        if (sa3_cfg_table[i].cls == cls && sa3_cfg_table[i].dp == dp && sa3_cfg_table[i].pv == pv) return &sa3_cfg_table[i];
+    return nullptr;
 }
 
 } // namespace
 
-int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode) {
-    const bool fp8 = sa3_pv_is_fp8(pv_mode); /* both FP8 forms use the same tiles */
-    switch (sa3_padded_head_dim(head_dim)) {
-    case 64: return sa3_smem_of<64>(fp8);
-    case 128: return sa3_smem_of<128>(fp8);
-    default: return sa3_smem_of<256>(fp8);
+int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode, sa3_mma_class cls) {
+    const sa3_cfg_entry *e = sa3_cfg_find(cls, sa3_padded_head_dim(head_dim), pv_mode);
+    return e != nullptr ? e->smem : -1;
+}
+
+void sa3_mma_describe(int64_t head_dim, sa3_pv_mode pv_mode, sa3_mma_class cls, int smem_per_sm, char *out,
+                      size_t out_len) {
+    const sa3_cfg_entry *e = sa3_cfg_find(cls, sa3_padded_head_dim(head_dim), pv_mode);
+    if (e == nullptr) {
+        snprintf(out, out_len, "no configuration");
+        return;
     }
+    const int per_block = e->smem + SA3_MMA_STATIC_SMEM + 1024; /* + the driver's reserve */
+    const int by_regs = 256 / (32 * e->warps);                  /* 255 registers a thread */
+    int ctas = smem_per_sm / per_block;
+    if (ctas > by_regs) ctas = by_regs;
+    snprintf(out, out_len,
+             "%s DP=%d %s P.V: %d warps x %d m-tiles (%d query rows), %d K/V stages, %d B dynamic shared memory, "
+             "%d CTA(s) per SM here (sized for %d)",
+             cls == SA3_MMA_SMALL ? "small-smem" : "large-smem", e->dp,
+             pv_mode == SA3_PV_FP8_F16ACC ? "FP8 (fp16-accumulated)" : pv_mode == SA3_PV_FP8 ? "FP8" : "16-bit",
+             e->warps, e->mt, 16 * e->mt * e->warps, e->stages, e->smem, ctas, e->ctas);
+}
+
+int sa3_mma_class_smem_max(sa3_mma_class cls) {
+    int m = 0;
+    for (int i = 0; i < sa3_cfg_count; ++i)
+        if (sa3_cfg_table[i].cls == cls && sa3_cfg_table[i].smem > m) m = sa3_cfg_table[i].smem;
+    return m;
 }
 
 sa3_status sa3_mma_run(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
@@ -865,11 +905,16 @@ sa3_status sa3_mma_run(const sa3_attn_params *p, void *stream_ptr, char *err, si
         snprintf(err, err_len, "workspace too small: %zu < %zu bytes", p->workspace_bytes, w.bytes);
         return SA3_ERR_VALUE;
     }
+    const sa3_cfg_entry *cfg = sa3_cfg_find((sa3_mma_class)p->cfg_class, w.dp, p->pv_mode);
+    if (cfg == nullptr) { /* supports() declined these; a launch without it is a caller bug */
+        snprintf(err, err_len, "no mma configuration for class %d, DP=%d, pv mode %d", p->cfg_class, w.dp,
+                 (int)p->pv_mode);
+        return SA3_ERR_UNSUPPORTED;
+    }
     sa3_device_guard guard;
     SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     sa3_status s = sa3_quant_kv_launch(p, &w, stream, err, err_len);
     if (s != SA3_OK) return s;
-    return p->dtype == SA3_DTYPE_BF16 ? sa3_attn_dispatch<__nv_bfloat16>(p, &w, stream, err, err_len)
-                                      : sa3_attn_dispatch<__half>(p, &w, stream, err, err_len);
+    return cfg->launch[p->dtype == SA3_DTYPE_BF16 ? 1 : 0](p, &w, stream, err, err_len);
 }
