@@ -103,7 +103,13 @@ static PyMethodDef sa3_methods[] = {
     {"families", (PyCFunction)sa3_py_families, METH_NOARGS,
      "families() -> tuple of {'name', 'archs'}: the kernel families compiled into this build."},
     {"device_info", (PyCFunction)sa3_py_device_info, METH_VARARGS,
-     "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, families (compiled ones that run here)."},
+     "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, smem_per_sm, hw_arch, hw_smem_optin, "
+     "hw_smem_per_sm, consumer_limits, families (compiled ones whose binaries run on this GPU)."},
+    {"set_consumer_limits", (PyCFunction)sa3_py_set_consumer_limits, METH_O,
+     "set_consumer_limits(profile) -> previous: make every device report a GeForce class's arch and shared-memory "
+     "limits ('sm86', 'sm89', 'sm120'; None = off), so families and the policy decide as on that card."},
+    {"consumer_limit_profiles", (PyCFunction)sa3_py_consumer_limit_profiles, METH_NOARGS,
+     "consumer_limit_profiles() -> {name: {sm_arch, smem_optin, smem_per_sm, cards}}."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "sa3_device.h"
+#include "sa3_limits.h"
 #include "sa3_module.h"
 #include "sa3_py.h"
 #include "sa3_registry.h"
@@ -23,6 +24,7 @@ const sa3_device_facts *sa3_device(sa3_module_state *st, int device, int raise_e
         sa3_status rc = sa3_cuda_device_facts(device, &s->facts, NULL, 0, err, sizeof err);
         if (rc == SA3_OK) {
             s->state = 1;
+            if (st->limits_profile > 0) sa3_limits_apply(st->limits_profile - 1, &s->facts);
         } else {
             s->state = -1;
             s->status = rc;
@@ -35,14 +37,14 @@ const sa3_device_facts *sa3_device(sa3_module_state *st, int device, int raise_e
     return NULL;
 }
 
-/* (name, ...) of the compiled families that run on sm_arch. */
-static PyObject *sa3_families_for(int sm_arch) {
+/* (name, ...) of the compiled families whose binaries run on a GPU of arch hw_arch. */
+static PyObject *sa3_families_for(int hw_arch) {
     int i, n = sa3_registry_count();
     PyObject *list = PyList_New(0);
     if (list == NULL) return NULL;
     for (i = 0; i < n; i++) {
         const sa3_family *f = sa3_registry_at(i);
-        if (!sa3_family_runs_on(f, sm_arch)) continue;
+        if (!sa3_family_runs_on(f, hw_arch)) continue;
         PyObject *name = PyUnicode_FromString(f->name);
         if (name == NULL || PyList_Append(list, name) < 0) {
             Py_XDECREF(name);
@@ -54,21 +56,94 @@ static PyObject *sa3_families_for(int sm_arch) {
     return list;
 }
 
+static PyObject *sa3_limits_name(const sa3_module_state *st) {
+    int n;
+    const sa3_limits_profile *pr = sa3_limits_profiles(&n);
+    if (st->limits_profile <= 0) Py_RETURN_NONE;
+    return PyUnicode_FromString(pr[st->limits_profile - 1].name);
+}
+
 PyObject *sa3_py_device_info(PyObject *module, PyObject *args) {
     sa3_module_state *st = sa3_state(module);
     int device;
     char name[128] = {0}, err[256] = {0};
-    sa3_device_facts f;
-    PyObject *fams, *d;
+    sa3_device_facts raw;
+    const sa3_device_facts *f;
+    PyObject *fams, *limits, *d;
     if (!PyArg_ParseTuple(args, "i:device_info", &device)) return NULL;
-    if (sa3_device(st, device, 1, NULL) == NULL) return NULL;
+    f = sa3_device(st, device, 1, NULL);
+    if (f == NULL) return NULL;
     /* The name is not cached (fixed-size facts only); this call is not hot. */
-    sa3_status s = sa3_cuda_device_facts(device, &f, name, sizeof name, err, sizeof err);
+    sa3_status s = sa3_cuda_device_facts(device, &raw, name, sizeof name, err, sizeof err);
     if (s != SA3_OK) return sa3_raise(st, s, "device %d: %s", device, err);
-    fams = sa3_families_for(f.sm_arch);
+    fams = sa3_families_for(f->hw_arch);
     if (fams == NULL) return NULL;
-    d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:N}", "name", name, "sm_arch", f.sm_arch, "sm_count", f.sm_count,
-                      "smem_optin", f.smem_optin, "families", fams);
+    limits = sa3_limits_name(st);
+    if (limits == NULL) {
+        Py_DECREF(fams);
+        return NULL;
+    }
+    /* sm_arch/smem_*: what families and the policy decide with (a GeForce class's under
+     * consumer limits); hw_arch, hw_smem_*: the GPU's own */
+    d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:N,s:N}", "name", name, "sm_arch", f->sm_arch, "sm_count",
+                      f->sm_count, "smem_optin", f->smem_optin, "smem_per_sm", f->smem_per_sm, "hw_arch",
+                      f->hw_arch, "hw_smem_optin", raw.smem_optin, "hw_smem_per_sm", raw.smem_per_sm,
+                      "consumer_limits", limits, "families", fams);
+    return d;
+}
+
+/* set_consumer_limits(profile) -> the previous profile (None = off). */
+PyObject *sa3_py_set_consumer_limits(PyObject *module, PyObject *arg) {
+    sa3_module_state *st = sa3_state(module);
+    int idx = -1, i;
+    PyObject *prev;
+    if (arg != Py_None) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8AndSize(arg, &len) : NULL;
+        if (s == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            return sa3_raise(st, SA3_ERR_TYPE, "set_consumer_limits: profile must be a str or None, got %s",
+                             Py_TYPE(arg)->tp_name);
+        }
+        idx = sa3_limits_find(s, (size_t)len);
+        if (idx < 0) {
+            int n;
+            const sa3_limits_profile *pr = sa3_limits_profiles(&n);
+            char names[128] = {0};
+            size_t used = 0;
+            for (i = 0; i < n && used < sizeof names; i++)
+                used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", i ? ", " : "", pr[i].name);
+            return sa3_raise(st, SA3_ERR_VALUE, "consumer limits: unknown profile %R (choices: %s, or None)", arg,
+                             names);
+        }
+    }
+    prev = sa3_limits_name(st);
+    if (prev == NULL) return NULL;
+    if (st->limits_profile != idx + 1) {
+        st->limits_profile = idx + 1;
+        for (i = 0; i < SA3_MAX_DEVICES; i++) st->devices[i].state = 0; /* re-queried with the new limits */
+    }
+    return prev;
+}
+
+/* consumer_limit_profiles() -> {name: {sm_arch, smem_optin, smem_per_sm, cards}} */
+PyObject *sa3_py_consumer_limit_profiles(PyObject *module, PyObject *unused) {
+    int n, i;
+    const sa3_limits_profile *pr = sa3_limits_profiles(&n);
+    PyObject *d = PyDict_New();
+    (void)module;
+    (void)unused;
+    if (d == NULL) return NULL;
+    for (i = 0; i < n; i++) {
+        PyObject *e = Py_BuildValue("{s:i,s:i,s:i,s:s}", "sm_arch", pr[i].sm_arch, "smem_optin", pr[i].smem_optin,
+                                    "smem_per_sm", pr[i].smem_per_sm, "cards", pr[i].cards);
+        if (e == NULL || PyDict_SetItemString(d, pr[i].name, e) < 0) {
+            Py_XDECREF(e);
+            Py_DECREF(d);
+            return NULL;
+        }
+        Py_DECREF(e);
+    }
     return d;
 }
 

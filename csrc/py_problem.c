@@ -49,8 +49,12 @@ static int sa3_parse_pv(sa3_module_state *st, PyObject *obj, sa3_pv_mode *out) {
             *out = SA3_PV_FP8;
             return 0;
         }
+        if (PyUnicode_CompareWithASCIIString(obj, "fp8_f16acc") == 0) {
+            *out = SA3_PV_FP8_F16ACC;
+            return 0;
+        }
     }
-    sa3_raise(st, SA3_ERR_VALUE, "pv must be 'fp16' or 'fp8', got %R", obj);
+    sa3_raise(st, SA3_ERR_VALUE, "pv must be 'fp16', 'fp8' or 'fp8_f16acc', got %R", obj);
     return -1;
 }
 
@@ -249,10 +253,10 @@ static PyObject *sa3_problem_select(PyObject *op, PyObject *const *args, Py_ssiz
         }
         if (idx >= 0) {
             fam = sa3_registry_at(idx);
-            if (!sa3_family_runs_on(fam, facts->sm_arch)) {
+            if (!sa3_family_runs_on(fam, facts->hw_arch)) {
                 why = "arch";
                 snprintf(detail, sizeof detail, "kernel family '%s' was compiled for %s, this GPU is sm_%d", fam->name,
-                         fam->archs, facts->sm_arch);
+                         fam->archs, facts->hw_arch);
             } else {
                 why = fam->supports(p, &opt, facts, detail, sizeof detail);
             }
@@ -345,19 +349,29 @@ static int sa3_facts_arg(sa3_module_state *st, PyObject *obj, const sa3_problem 
         *out = *f;
         return 0;
     }
-    if (!PyArg_ParseTuple(obj, "iii;facts must be (sm_arch, sm_count, smem_optin)", &out->sm_arch, &out->sm_count,
-                          &out->smem_optin))
+    out->smem_per_sm = -1;
+    out->hw_arch = -1;
+    if (!PyArg_ParseTuple(obj, "iii|ii;facts must be (sm_arch, sm_count, smem_optin[, smem_per_sm[, hw_arch]])",
+                          &out->sm_arch, &out->sm_count, &out->smem_optin, &out->smem_per_sm, &out->hw_arch))
         return -1;
+    if (out->smem_per_sm < 0) out->smem_per_sm = out->smem_optin + 1024; /* one block's reserve */
+    if (out->hw_arch < 0) out->hw_arch = out->sm_arch;
     return 0;
 }
 
-/* supports(family, pv="fp16", facts=None) -> (None | key, details). With facts given, the
- * problem's tensors are taken to be on such a CUDA device. */
+/* supports(family, pv="fp16", facts=None, lse=False) -> (None | key, details). With facts
+ * given, the problem's tensors are taken to be on such a CUDA device: (sm_arch, sm_count,
+ * smem_optin[, smem_per_sm[, hw_arch]]), hw_arch defaulting to sm_arch (a GPU of another class
+ * as an H100/H200 under consumer limits sees it: (120, 132, 101376, 102400, 90)); with lse
+ * true, the call is taken to ask for an LSE output too (supports() only tests the pointer
+ * against NULL, so a placeholder stands in for the tensor). */
 static PyObject *sa3_problem_supports(PyObject *op, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"family", "pv", "facts", NULL};
+    static char *kwlist[] = {"family", "pv", "facts", "lse", NULL};
+    static float lse_placeholder; /* never read or written */
     sa3_problem_obj *self = (sa3_problem_obj *)op;
     sa3_module_state *st = sa3_obj_state(op);
     PyObject *name, *pv_obj = NULL, *facts_obj = Py_None;
+    int want_lse = 0;
     sa3_options opt;
     sa3_device_facts facts;
     sa3_problem p = self->p;
@@ -365,7 +379,12 @@ static PyObject *sa3_problem_supports(PyObject *op, PyObject *args, PyObject *kw
     const char *why;
     const sa3_family *fam;
     int idx;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:supports", kwlist, &name, &pv_obj, &facts_obj)) return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOp:supports", kwlist, &name, &pv_obj, &facts_obj, &want_lse))
+        return NULL;
+    if (want_lse && p.lse == NULL) {
+        p.lse = &lse_placeholder;
+        p.lse_stride_b = p.lse_stride_h = 0;
+    }
     opt.pv_mode = SA3_PV_F16;
     opt.smooth_k = 1;
     if (pv_obj != NULL && sa3_parse_pv(st, pv_obj, &opt.pv_mode) < 0) return NULL;
@@ -376,10 +395,10 @@ static PyObject *sa3_problem_supports(PyObject *op, PyObject *args, PyObject *kw
     why = sa3_problem_common_supports(&p, detail, sizeof detail);
     if (why == NULL) {
         if (sa3_facts_arg(st, facts_obj, &p, &facts) < 0) return NULL;
-        if (!sa3_family_runs_on(fam, facts.sm_arch)) {
+        if (!sa3_family_runs_on(fam, facts.hw_arch)) {
             why = "arch";
             snprintf(detail, sizeof detail, "kernel family '%s' was compiled for %s, this GPU is sm_%d", fam->name,
-                     fam->archs, facts.sm_arch);
+                     fam->archs, facts.hw_arch);
         } else {
             why = fam->supports(&p, &opt, &facts, detail, sizeof detail);
         }
@@ -396,7 +415,8 @@ static PyObject *sa3_problem_workspace_bytes(PyObject *op, PyObject *args, PyObj
     sa3_module_state *st = sa3_obj_state(op);
     sa3_options opt;
     PyObject *name, *pv_obj = NULL, *facts_obj = Py_None;
-    static char *kwlist[] = {"family", "pv", "facts", NULL};
+    int want_lse = 0;
+    static char *kwlist[] = {"family", "pv", "facts", "lse", NULL};
     if (r == NULL) return NULL;
     key = PyTuple_GET_ITEM(r, 0);
     if (key != Py_None) {
@@ -405,12 +425,45 @@ static PyObject *sa3_problem_workspace_bytes(PyObject *op, PyObject *args, PyObj
         return NULL;
     }
     Py_DECREF(r);
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:workspace_bytes", kwlist, &name, &pv_obj, &facts_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOp:workspace_bytes", kwlist, &name, &pv_obj, &facts_obj,
+                                     &want_lse))
         return NULL;
     opt.pv_mode = SA3_PV_F16;
     opt.smooth_k = 1;
     if (pv_obj != NULL && sa3_parse_pv(st, pv_obj, &opt.pv_mode) < 0) return NULL;
     return PyLong_FromSize_t(sa3_registry_at(sa3_family_arg(st, name))->workspace_bytes(&self->p, &opt));
+}
+
+/* config(family, pv="fp16", facts=None) -> str | None: the family's one line on the kernel
+ * configuration that would serve the call on that device (None: the family has no describe());
+ * UnsupportedError if it would not serve it. Not on the hot path. */
+static PyObject *sa3_problem_config(PyObject *op, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"family", "pv", "facts", NULL};
+    sa3_problem_obj *self = (sa3_problem_obj *)op;
+    sa3_module_state *st = sa3_obj_state(op);
+    PyObject *r = sa3_problem_supports(op, args, kwargs), *name, *pv_obj = NULL, *facts_obj = Py_None;
+    sa3_options opt;
+    sa3_device_facts facts;
+    sa3_problem p = self->p;
+    const sa3_family *fam;
+    char out[SA3_DETAIL_LEN] = {0};
+    if (r == NULL) return NULL;
+    if (PyTuple_GET_ITEM(r, 0) != Py_None) {
+        sa3_raise(st, SA3_ERR_UNSUPPORTED, "%U: %U", PyTuple_GET_ITEM(r, 0), PyTuple_GET_ITEM(r, 1));
+        Py_DECREF(r);
+        return NULL;
+    }
+    Py_DECREF(r);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OO:config", kwlist, &name, &pv_obj, &facts_obj)) return NULL;
+    opt.pv_mode = SA3_PV_F16;
+    opt.smooth_k = 1;
+    if (pv_obj != NULL && sa3_parse_pv(st, pv_obj, &opt.pv_mode) < 0) return NULL;
+    fam = sa3_registry_at(sa3_family_arg(st, name));
+    if (fam->describe == NULL) Py_RETURN_NONE;
+    if (facts_obj != Py_None && p.device < 0) p.device = 0;
+    if (sa3_facts_arg(st, facts_obj, &p, &facts) < 0) return NULL;
+    fam->describe(&p, &opt, &facts, out, sizeof out);
+    return PyUnicode_FromString(out);
 }
 
 /* ------------------------------------------------------------------------------------ */
@@ -511,9 +564,11 @@ static PyMethodDef sa3_problem_methods[] = {
     {"launch", (PyCFunction)(void (*)(void))sa3_problem_launch, METH_FASTCALL,
      "launch(out, ws_ptr, ws_bytes, stream): run the selected family on `stream` (no sync, no allocation)"},
     {"supports", (PyCFunction)(void (*)(void))sa3_problem_supports, METH_VARARGS | METH_KEYWORDS,
-     "supports(family, pv='fp16', facts=None) -> (None | reason_key, details)"},
+     "supports(family, pv='fp16', facts=None, lse=False) -> (None | reason_key, details)"},
     {"workspace_bytes", (PyCFunction)(void (*)(void))sa3_problem_workspace_bytes, METH_VARARGS | METH_KEYWORDS,
-     "workspace_bytes(family, pv='fp16', facts=None) -> int"},
+     "workspace_bytes(family, pv='fp16', facts=None, lse=False) -> int"},
+    {"config", (PyCFunction)(void (*)(void))sa3_problem_config, METH_VARARGS | METH_KEYWORDS,
+     "config(family, pv='fp16', facts=None) -> str | None: which kernel configuration would serve the call"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -7,7 +7,8 @@
  *                       return_lse=False) -> float32 ndarray (q's layout)
  *       return_lse=True: (out, lse), lse a C-contiguous float32 (B, Hq, Sq) ndarray in every
  *       layout, natural log (step 8 of the spec in sa3_reference.c).
- *   convert(array, kind) -> float32 ndarray   (kind: e4m3, e2m1, bf16, f16, int8)
+ *   convert(array, kind) -> float32 ndarray   (kind: e4m3, e2m1, bf16, f16, int8, f16_from_f64:
+ *       binary16 rounding straight from float64, as the int8-fp8-f16acc mode accumulates)
  *
  * Inputs are only read: they are cast (NumPy, RNE for float64) and packed into private
  * contiguous float32 (B, H, S, D) buffers, so any strides, byte order and layout work and
@@ -299,13 +300,16 @@ static int parse_mode(const char *s, sa3_ref_mode *out) {
         *out = SA3_REF_EXACT;
     } else if (strcmp(s, "int8-fp8") == 0) {
         *out = SA3_REF_INT8_FP8;
+    } else if (strcmp(s, "int8-fp8-f16acc") == 0) {
+        *out = SA3_REF_INT8_FP8_F16ACC;
     } else if (strcmp(s, "int8-fp16") == 0) {
         *out = SA3_REF_INT8_FP16;
     } else if (strcmp(s, "nvfp4") == 0) {
         *out = SA3_REF_NVFP4;
     } else {
         PyErr_Format(PyExc_ValueError,
-                     "reference_attention(): mode must be one of 'exact', 'int8-fp8', 'int8-fp16', 'nvfp4', got '%s'",
+                     "reference_attention(): mode must be one of 'exact', 'int8-fp8', 'int8-fp8-f16acc', 'int8-fp16', "
+                     "'nvfp4', got '%s'",
                      s);
         return -1;
     }
@@ -432,6 +436,13 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
         parse_flag(pbm_o, "per_block_mean", &p.per_block_mean) < 0 || parse_flag(lse_o, "return_lse", &want_lse) < 0 ||
         (qblk_o != NULL && parse_block(qblk_o, "q_block", &p.q_block) < 0) ||
         (kblk_o != NULL && parse_block(kblk_o, "k_block", &p.k_block) < 0)) {
+        return NULL;
+    }
+    if (p.mode == SA3_REF_INT8_FP8_F16ACC && p.k_block % 32 != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "reference_attention(): k_block must be a multiple of 32 for mode='int8-fp8-f16acc' (each fp16 "
+                     "partial covers whole 32-key mma steps), got %lld",
+                     (long long)p.k_block);
         return NULL;
     }
     if (p.mode == SA3_REF_NVFP4 && p.k_block % 16 != 0) {
@@ -584,7 +595,7 @@ fail:
  * convert
  * ------------------------------------------------------------------------------------- */
 
-typedef enum convert_kind { CONVERT_E4M3, CONVERT_E2M1, CONVERT_BF16, CONVERT_F16, CONVERT_INT8 } convert_kind;
+typedef enum convert_kind { CONVERT_E4M3, CONVERT_E2M1, CONVERT_BF16, CONVERT_F16, CONVERT_INT8, CONVERT_F16_F64 } convert_kind;
 
 PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"array", "kind", NULL};
@@ -615,8 +626,11 @@ PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs) {
         kind = CONVERT_F16;
     } else if (strcmp(kind_s, "int8") == 0) {
         kind = CONVERT_INT8;
+    } else if (strcmp(kind_s, "f16_from_f64") == 0) {
+        kind = CONVERT_F16_F64;
     } else {
-        PyErr_Format(PyExc_ValueError, "convert(): kind must be one of 'e4m3', 'e2m1', 'bf16', 'f16', 'int8', got '%s'",
+        PyErr_Format(PyExc_ValueError,
+                     "convert(): kind must be one of 'e4m3', 'e2m1', 'bf16', 'f16', 'int8', 'f16_from_f64', got '%s'",
                      kind_s);
         return NULL;
     }
@@ -630,6 +644,28 @@ PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_TypeError, "convert(): array must have dtype float16, float32 or float64, got dtype %S",
                      (PyObject *)PyArray_DESCR(arr));
         return NULL;
+    }
+    if (kind == CONVERT_F16_F64) { /* rounded from the float64 value itself, never via fp32 */
+        PyArrayObject *src;
+        const double *d;
+        src = (PyArrayObject *)PyArray_FromAny(obj, PyArray_DescrFromType(NPY_FLOAT64), 0, 0,
+                                               NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST, NULL);
+        if (src == NULL) {
+            return NULL;
+        }
+        out = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(src), PyArray_DIMS(src), NPY_FLOAT32);
+        if (out == NULL) {
+            Py_DECREF(src);
+            return NULL;
+        }
+        d = (const double *)PyArray_DATA(src);
+        x = (float *)PyArray_DATA(out);
+        n = PyArray_SIZE(out);
+        for (i = 0; i < n; ++i) {
+            x[i] = (float)sa3_round_f16_f64(d[i]);
+        }
+        Py_DECREF(src);
+        return (PyObject *)out;
     }
     f32 = PyArray_DescrFromType(NPY_FLOAT32);
     if (f32 == NULL) {
@@ -660,6 +696,8 @@ PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs) {
             break;
         case CONVERT_INT8:
             x[i] = (float)sa3_quant_int8(x[i]);
+            break;
+        case CONVERT_F16_F64: /* handled above */
             break;
         }
     }

@@ -45,6 +45,9 @@ typedef struct sa3_module_state {
     PyObject *problem_type; /* sageattn3._C.Problem (csrc/py_problem.c) */
 
     sa3_device_slot devices[SA3_MAX_DEVICES];
+    /* consumer limits (csrc/sa3_limits.h): 1 + the profile's index, 0 = off. Applied to every
+     * device's facts when they are queried; changing it drops the cached facts. */
+    int limits_profile;
 } sa3_module_state;
 
 static inline sa3_module_state *sa3_state(PyObject *module) {

@@ -164,6 +164,57 @@ uint16_t sa3_f32_to_f16(float x) {
     return (uint16_t)(sign | code); /* [65520, 65536) rounds to 0x7C00 = inf: IEEE */
 }
 
+/* v / 2^s rounded to nearest, ties to even, for 0 <= s <= 63 (64-bit rne_shift). */
+static uint64_t rne_shift64(uint64_t v, int s) {
+    uint64_t q, rem, half;
+    if (s == 0) {
+        return v;
+    }
+    q = v >> s;
+    rem = v & ((UINT64_C(1) << s) - 1u);
+    half = UINT64_C(1) << (s - 1);
+    if (rem > half || (rem == half && (q & 1u))) {
+        q += 1u;
+    }
+    return q;
+}
+
+/* As sa3_f32_to_f16, on the binary64 pattern (52 mantissa bits, bias 1023): normal f16 range
+ * (|x| >= 2^-14, biased double exponent >= 1009) drops 42 bits; below it the magnitude is
+ * counted in units of 2^-24: m53 * 2^(e - 1075) / 2^-24 = m53 / 2^(1051 - e). */
+uint16_t sa3_f64_to_f16(double x) {
+    uint64_t u, a, code;
+    uint16_t sign;
+    int e;
+    memcpy(&u, &x, sizeof u);
+    sign = (uint16_t)((u >> 48) & 0x8000u);
+    a = u & UINT64_C(0x7FFFFFFFFFFFFFFF);
+    if (a > UINT64_C(0x7FF0000000000000)) {
+        return (uint16_t)(sign | 0x7E00u);
+    }
+    if (a >= UINT64_C(0x40F0000000000000)) {
+        return (uint16_t)(sign | 0x7C00u); /* >= 65536 (incl. inf): inf */
+    }
+    e = (int)(a >> 52);
+    if (e >= 1009) {
+        code = rne_shift64(a, 42) - ((uint64_t)(1023 - 15) << 10);
+    } else {
+        uint64_t m53 = a & ((UINT64_C(1) << 52) - 1u);
+        int s;
+        if (e != 0) {
+            m53 |= UINT64_C(1) << 52;
+        } else {
+            e = 1;
+        }
+        s = 1051 - e;
+        code = s > 53 ? 0 : rne_shift64(m53, s); /* s > 53: below half a unit */
+    }
+    if (code > 0x7C00u) {
+        code = 0x7C00u; /* cannot happen below 65536; kept as a guard */
+    }
+    return (uint16_t)(sign | (uint16_t)code); /* [65520, 65536) rounds to 0x7C00 = inf: IEEE */
+}
+
 float sa3_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     uint32_t e = (h >> 10) & 0x1Fu;
@@ -192,6 +243,10 @@ float sa3_round_bf16(float x) {
 
 float sa3_round_f16(float x) {
     return sa3_f16_to_f32(sa3_f32_to_f16(x));
+}
+
+double sa3_round_f16_f64(double x) {
+    return (double)sa3_f16_to_f32(sa3_f64_to_f16(x));
 }
 
 int8_t sa3_quant_int8(float x) {

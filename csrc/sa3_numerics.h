@@ -61,11 +61,17 @@ float sa3_bf16_to_f32(uint16_t h);
 uint16_t sa3_f32_to_f16(float x);
 float sa3_f16_to_f32(uint16_t h);
 
+/* float64 -> IEEE binary16, round-to-nearest-even directly from the double (one rounding,
+ * never via fp32), same special cases as sa3_f32_to_f16. The reference's fp16 accumulation
+ * (mode int8-fp8-f16acc) adds exact float64 sums to an fp16 partial with it. */
+uint16_t sa3_f64_to_f16(double x);
+
 /* Round-trips (value after rounding, as fp32). */
 float sa3_round_e4m3(float x);
 float sa3_round_e2m1(float x);
 float sa3_round_bf16(float x);
 float sa3_round_f16(float x);
+double sa3_round_f16_f64(double x); /* sa3_f64_to_f16, decoded (exact) */
 
 /* INT8 quantization of one already-scaled value: clamp(rint(x), -127, 127).
  * Rounding is nearbyintf() under the C default rounding mode (round-half-to-even; we never

@@ -25,5 +25,9 @@ int sa3_problem_type_init(PyObject *module);
 /* py_device.c: device facts and the families compiled. */
 PyObject *sa3_py_device_info(PyObject *module, PyObject *args);
 PyObject *sa3_py_families(PyObject *module, PyObject *unused);
+/* consumer limits (sa3_limits.h): set_consumer_limits(profile or None) -> previous,
+ * consumer_limit_profiles() -> {name: facts}. */
+PyObject *sa3_py_set_consumer_limits(PyObject *module, PyObject *arg);
+PyObject *sa3_py_consumer_limit_profiles(PyObject *module, PyObject *unused);
 
 #endif /* SA3_PY_H */

@@ -43,6 +43,18 @@
  *    INT8_FP8:  vamax[d] = max_s |V[s,d]| over all Sk tokens of (b, hk);
  *               vinv = vamax >= FLT_MIN ? 448/vamax : 0; vq = e4m3(V * vinv); pq = e4m3(p * 448);
  *               at the end O[d] *= (vamax[d] / 448) / 448.
+ *    INT8_FP8_F16ACC: as INT8_FP8 with V's target SA3_PV_F16ACC_V_MAX (1.75) instead of 448:
+ *               vinv = 1.75/vamax, O[d] *= (vamax[d] / 1.75) / 448 at the end; and the block
+ *               sum is the fp16 accumulation of the mma.sync ...f16.e4m3.e4m3.f16 chain: per
+ *               block, h = 0, then for each 32 keys of the block in order (one m16n8k32, whose
+ *               8-bit products pq*vq and their 32-term sum are exact in float64)
+ *               h = f16_rne(h + sum) (one rounding per instruction, sa3_f64_to_f16); the
+ *               block's sum is h, added to the fp32 O as above. What is exact: P and V codes,
+ *               the products and the per-step sums; the fp16 rounding points are the model
+ *               (the PTX ISA leaves an instruction's internal accumulation order and precision
+ *               to the implementation: the H200 emulates one m16n8k32 by two m16n8k16 HMMAs,
+ *               rounding after each 16 keys), so a kernel may differ by one extra fp16
+ *               rounding (2^-11 relative) of a partial per 16 keys; bounded that way, not exact.
  * 7. out = O / l (fp32 division); a row with l == 0 is written as zeros.
  * 8. LSE (only when p->lse is set): lse = (m + log2f(l)) * ln(2) + corr, natural log, fp32,
  *    where m and l are the row's final running max and sum above (so it is the LSE of the
@@ -305,6 +317,7 @@ typedef struct ref_ws {
     /* per row */
     float *s, *p, *pq, *pbs; /* (kblk), pbs: (kblk / 16) */
     float *o, *blk, *acc16, *scratch; /* (D) */
+    double *h16, *step;               /* (D) INT8_FP8_F16ACC: fp16 partial, one mma step's sum */
     float *gmax;                      /* (scale groups) amax scratch of quantize_int8_groups */
     int64_t work;                     /* multiply-adds since the last poll */
 } ref_ws;
@@ -347,6 +360,8 @@ static void ws_free(ref_ws *w) {
     free(w->acc16);
     free(w->scratch);
     free(w->gmax);
+    free(w->h16);
+    free(w->step);
 }
 
 static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
@@ -356,7 +371,7 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
     int64_t nqb = group_count(p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, Sq, p->q_block);
     int64_t ngd = ceil_div(D, NVFP4_GROUP), ngt = ceil_div(Sk, NVFP4_GROUP);
     int64_t skd, sqd, skg, sqg, tgd, qmd;
-    int int8 = p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16;
+    int int8 = p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16 || p->mode == SA3_REF_INT8_FP8_F16ACC;
     int fp4 = p->mode == SA3_REF_NVFP4;
     memset(w, 0, sizeof *w);
     if (!mul_ok(Sk, D, &skd) || !mul_ok(Sq, D, &sqd) || !mul_ok(Sk, ngd, &skg) ||
@@ -393,6 +408,10 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
     w->blk = (float *)alloc_array(D, sizeof(float), &st);
     w->acc16 = (float *)alloc_array(D, sizeof(float), &st);
     w->scratch = (float *)alloc_array(D, sizeof(float), &st);
+    if (p->mode == SA3_REF_INT8_FP8_F16ACC) {
+        w->h16 = (double *)alloc_array(D, sizeof(double), &st);
+        w->step = (double *)alloc_array(D, sizeof(double), &st);
+    }
     return st;
 }
 
@@ -423,8 +442,10 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
             w->vq[i] = p->pv_dtype == SA3_DTYPE_F16 ? sa3_round_f16(v[i]) : sa3_round_bf16(v[i]);
         }
         break;
-    case SA3_REF_INT8_FP8: {
+    case SA3_REF_INT8_FP8:
+    case SA3_REF_INT8_FP8_F16ACC: {
         float *vamax = w->scratch;
+        const float vtarget = p->mode == SA3_REF_INT8_FP8 ? SA3_E4M3_MAX : SA3_PV_F16ACC_V_MAX;
         quantize_int8_groups(w->ks, Sk, D, p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, p->k_block, w->kq,
                              w->kscale, w->gmax);
         for (d = 0; d < D; ++d) {
@@ -440,12 +461,12 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
         }
         for (s = 0; s < Sk; ++s) {
             for (d = 0; d < D; ++d) {
-                float vinv = vamax[d] >= FLT_MIN ? SA3_E4M3_MAX / vamax[d] : 0.0f;
+                float vinv = vamax[d] >= FLT_MIN ? vtarget / vamax[d] : 0.0f;
                 w->vq[s * D + d] = sa3_round_e4m3(v[s * D + d] * vinv);
             }
         }
         for (d = 0; d < D; ++d) {
-            w->vdeq[d] = (vamax[d] / SA3_E4M3_MAX) / SA3_E4M3_MAX;
+            w->vdeq[d] = (vamax[d] / vtarget) / SA3_E4M3_MAX;
         }
         break;
     }
@@ -466,7 +487,7 @@ static void prepare_q(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const floa
     } else {
         memcpy(w->qs, q, (size_t)(Sq * D) * sizeof(float));
     }
-    if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16) {
+    if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16 || p->mode == SA3_REF_INT8_FP8_F16ACC) {
         quantize_int8_groups(w->qs, Sq, D, p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, p->q_block, w->qq,
                              w->qscale, w->gmax);
     } else if (p->mode == SA3_REF_NVFP4) {
@@ -494,6 +515,7 @@ static float score(const sa3_ref_params *p, const ref_ws *w, const row_ctx *c, c
         return acc * c->scale_log2;
     }
     case SA3_REF_INT8_FP8:
+    case SA3_REF_INT8_FP8_F16ACC:
     case SA3_REF_INT8_FP16: {
         const int8_t *qi = w->qq + i * D, *kj = w->kq + j * D;
         int64_t acc = 0;
@@ -572,6 +594,33 @@ static void block_pv(const sa3_ref_params *p, ref_ws *w, const float *v_raw, int
             }
         }
         break;
+    case SA3_REF_INT8_FP8_F16ACC: {
+        /* step 6: fp16 partial over the block, one rounding per 32-key mma step */
+        int64_t j0;
+        for (d = 0; d < D; ++d) {
+            w->h16[d] = 0.0;
+        }
+        for (j0 = 0; j0 < n; j0 += 32) {
+            int64_t j1 = min_i64(j0 + 32, n);
+            for (d = 0; d < D; ++d) {
+                w->step[d] = 0.0;
+            }
+            for (jj = j0; jj < j1; ++jj) {
+                double pqj = (double)sa3_round_e4m3(w->p[jj] * SA3_E4M3_MAX);
+                const float *vj = w->vq + (kb0 + jj) * D;
+                for (d = 0; d < D; ++d) {
+                    w->step[d] += pqj * (double)vj[d]; /* exact: 8-bit products, < 2^53 span */
+                }
+            }
+            for (d = 0; d < D; ++d) {
+                w->h16[d] = sa3_round_f16_f64(w->h16[d] + w->step[d]);
+            }
+        }
+        for (d = 0; d < D; ++d) {
+            blk[d] = (float)w->h16[d];
+        }
+        break;
+    }
     case SA3_REF_NVFP4: {
         float pmax = 0.0f, gp;
         int64_t ng = ceil_div(n, NVFP4_GROUP), grp;
@@ -679,7 +728,7 @@ static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, cons
     }
     for (d = 0; d < D; ++d) {
         float od = o[d];
-        if (p->mode == SA3_REF_INT8_FP8) {
+        if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP8_F16ACC) {
             od *= w->vdeq[d];
         } else if (p->mode == SA3_REF_NVFP4) {
             od *= c->v_glob;
@@ -708,6 +757,11 @@ static sa3_status validate(const sa3_ref_params *p) {
     switch (p->mode) {
     case SA3_REF_EXACT:
     case SA3_REF_INT8_FP8:
+        break;
+    case SA3_REF_INT8_FP8_F16ACC:
+        if (p->k_block % 32 != 0) {
+            return SA3_ERR_VALUE;
+        }
         break;
     case SA3_REF_INT8_FP16:
         if (p->pv_dtype != SA3_DTYPE_F16 && p->pv_dtype != SA3_DTYPE_BF16) {

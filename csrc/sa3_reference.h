@@ -14,7 +14,9 @@ typedef enum sa3_ref_mode {
     SA3_REF_EXACT = 0,     /* fp32 attention, no quantization */
     SA3_REF_INT8_FP8 = 1,  /* INT8 Q/K per block, FP8 e4m3 P and V (V per-channel scale) */
     SA3_REF_INT8_FP16 = 2, /* INT8 Q/K per block, P and V rounded to the 16-bit input type */
-    SA3_REF_NVFP4 = 3      /* NVFP4: e2m1 values, e4m3 scale per 16 elements, P two-level */
+    SA3_REF_NVFP4 = 3,     /* NVFP4: e2m1 values, e4m3 scale per 16 elements, P two-level */
+    SA3_REF_INT8_FP8_F16ACC = 4 /* as INT8_FP8, V scaled to SA3_PV_F16ACC_V_MAX, each k_block's P.V
+                                   accumulated in fp16 per 32-key step (sa3_reference.c, step 6) */
 } sa3_ref_mode;
 
 typedef struct sa3_ref_params {
@@ -55,7 +57,8 @@ typedef struct sa3_ref_params {
 /* Computes o for every (b, hq, row); the exact quantization scheme of each mode is
  * specified at the top of sa3_reference.c (and, for NVFP4, above its nvfp4_* helpers).
  * Requirements: all sizes >= 1, heads_q % heads_kv == 0, q_block/k_block >= 1, NVFP4 needs
- * k_block % 16 == 0 (P's scale groups must line up with V's), INT8_FP16 needs pv_dtype F16
+ * k_block % 16 == 0 (P's scale groups must line up with V's), INT8_FP8_F16ACC needs
+ * k_block % 32 == 0 (whole mma steps per block), INT8_FP16 needs pv_dtype F16
  * or BF16 (other modes ignore it). Single-threaded; allocates O(S * D) scratch, never
  * O(Sq * Sk). Reentrant (no globals).
  * Returns SA3_OK, SA3_ERR_VALUE (a requirement above is violated, or poll stopped it), SA3_ERR_OVERFLOW (a

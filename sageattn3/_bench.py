@@ -676,7 +676,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=("HND", "NHD", "NHD_FLAT"), default=None,
                    help="input layout for every shape (default: NHD_FLAT for the Wan shapes, as ComfyUI passes "
                         "(B,S,H*D); HND otherwise)")
-    p.add_argument("--pv", choices=("auto", "fp16", "fp8"), default="auto", help="P.V precision for sageattn3")
+    p.add_argument("--pv", choices=("auto", "fp16", "fp8", "fp8_f16acc"), default="auto", help="P.V precision for sageattn3")
     p.add_argument("--dtype", choices=("bf16", "fp16"), default="bf16")
     p.add_argument("--runs", type=int, default=None, help="timed calls per backend (default 20; 11 for 82,992 tokens)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up calls per backend (default 3; 1 for huge shapes)")

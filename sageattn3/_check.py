@@ -8,7 +8,7 @@ Three sections, each a list of cases with one error figure, a bound and PASS/FAI
 (b) sdpa: with torch, the SDPA fallback of `sageattn()` on CPU (and on a CUDA device when
     there is one) gives exactly what calling torch SDPA directly gives, in every layout,
     with GQA, causal, scale and mask, and the fallback is counted in `stats()`.
-(c) kernel: on a CUDA GPU with compiled kernels, the mma kernel (pv fp16 and fp8) against
+(c) kernel: on a CUDA GPU with compiled kernels, the mma kernel (pv fp16, fp8, fp8_f16acc) against
     float64 on K-offset bf16/fp16 inputs: odd lengths (77, 1000, 4097), Sq != Sk, NHD/HND/
     NHD_FLAT, strided (qkv-packed) inputs, GQA/MQA, causal, head dims 32..256. The kernel is
     called with a NaN-filled output so unwritten rows show up; the inputs are checked to be
@@ -65,8 +65,9 @@ import numpy as np
 from . import _policy, _stats
 from ._ext import LOAD_ERROR, _C
 
-BOUNDS = {"exact": 1e-5, "int8-fp16": 0.016, "int8-fp8": 0.045, "nvfp4": 0.236}  # at sigma_s <= 1
-PV_MODE = {"fp16": "int8-fp16", "fp8": "int8-fp8"}  # kernel pv -> reference mode
+BOUNDS = {"exact": 1e-5, "int8-fp16": 0.016, "int8-fp8": 0.045, "int8-fp8-f16acc": 0.045,
+          "nvfp4": 0.236}  # at sigma_s <= 1
+PV_MODE = {"fp16": "int8-fp16", "fp8": "int8-fp8", "fp8_f16acc": "int8-fp8-f16acc"}  # kernel pv -> reference mode
 OUT_ROUNDING = {"bfloat16": 0.003, "float16": 0.001}
 TIGHT_FACTOR = 0.3
 K_OFFSET_SIGMA = 5.0  # per-channel K offset, in units of K's standard deviation
@@ -93,6 +94,7 @@ class Report:
     seconds: float = 0.0
     device: str = "cpu"
     self_test: dict = field(default_factory=dict)  # family -> first-call self-test status on this device
+    consumer_limits: Optional[str] = None  # SAGEATTN3_CONSUMER_LIMITS in force (sageattn3/_limits.py), or None
 
     @property
     def failed(self) -> List[Result]:
@@ -111,6 +113,7 @@ class Report:
     def to_json(self) -> dict:
         return {"seed": self.seed, "seconds": round(self.seconds, 2), "device": self.device,
                 "ok": self.ok, "counts": self.counts(), "self_test": self.self_test,
+                "consumer_limits": self.consumer_limits,
                 "results": [asdict(r) for r in self.results]}
 
 
@@ -124,7 +127,7 @@ def bound(mode: str, d: int, sm_scale: Optional[float] = None) -> float:
         return 1e-5
     if mode == "int8-fp16":
         return 0.016 * s
-    if mode == "int8-fp8":
+    if mode in ("int8-fp8", "int8-fp8-f16acc"):  # fp16 partials add ~2^-11 relative: nothing visible
         return math.hypot(0.042, 0.016 * s)
     if mode == "nvfp4":
         return math.hypot(0.19, 0.14 * s)
@@ -173,7 +176,7 @@ REF_CASES = [
     ("K-offset D80 scale 0.2, NHD", 1, 2, 2, 65, 200, 80, False, "NHD", True, 0.2, False),
     ("K-offset per-block-mean", 1, 2, 2, 130, 130, 64, False, "HND", True, None, True),
 ]
-REF_MODES = ("exact", "int8-fp16", "int8-fp8", "nvfp4")
+REF_MODES = ("exact", "int8-fp16", "int8-fp8", "int8-fp8-f16acc", "nvfp4")
 
 
 def _np_inputs(rng, b, hq, hkv, sq, sk, d, layout, k_offset):
@@ -417,15 +420,16 @@ def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
 # has and the reference's scale-group arguments. mma: INT8 scales follow its mma.sync layout;
 # hopper: one Q scale per row, one K scale per 128-key block, FP8 P.V only.
 FAMILY_NUMERICS = {
-    "mma": {"pvs": ("fp16", "fp8"), "ref": {"granularity": "mma"}},
+    "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma"}},
     "hopper": {"pvs": ("fp8",), "ref": {"granularity": "block", "q_block": 1, "k_block": 128}},
 }
 
 
 def _device_families(torch) -> tuple:
     """The policy's families that run on the current device, in policy order."""
-    have = _C.device_info(torch.cuda.current_device()).get("families", ())
-    return tuple(f for f in _policy.FAMILIES if f in have)
+    from . import _dispatch
+
+    return _dispatch.families_here(_C.device_info(torch.cuda.current_device()))
 
 
 def _gpu_skip_reason(torch) -> Optional[str]:
@@ -500,7 +504,7 @@ def _check_family(torch, seed, emit, cases, fam, kernel_fn, device, arch) -> Non
             mode = PV_MODE[pv]
             mode_bound = bound(mode, c.d, c.scale)
             res = Result("kernel", label, f"{fam} pv={pv}", bound=mode_bound + OUT_ROUNDING[c.dtype])
-            if pv == "fp8" and arch < 89:
+            if pv.startswith("fp8") and arch < 89:
                 res.status, res.note = "SKIP", f"FP8 P.V needs sm_89+, this is sm_{arch}"
                 emit(res)
                 continue
@@ -557,7 +561,14 @@ def check_self_test(torch, emit, rep: Report, dev: Optional[int] = None, facts: 
     dev = torch.cuda.current_device() if dev is None else dev
     facts = _C.device_info(dev) if facts is None else facts
     arch = int(facts["sm_arch"])
+    from . import _dispatch
+
     for fam in (f for f in _policy.FAMILIES if f in facts.get("families", ())):
+        why = _dispatch.declines_arch(fam, facts)
+        if why is not None:  # e.g. hopper under consumer limits: its supports() says sm_90 only
+            emit(Result("selftest", f"{fam} first-call self-test, sm_{arch}", "-", status="SKIP",
+                        note=f"the family declines this arch: {why}"))
+            continue
         t0 = time.perf_counter()
         try:
             st = _selftest.ensure(dev, fam, arch)
@@ -649,7 +660,9 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     """Run every section that this machine supports; print rows as they finish."""
     stream = stream or sys.stdout
     seed = int.from_bytes(os.urandom(4), "little") if seed is None else int(seed)
-    rep = Report(seed=seed)
+    from . import _limits
+
+    rep = Report(seed=seed, consumer_limits=_limits.mode())
     t_start = time.perf_counter()
 
     def emit(r: Result) -> None:
@@ -660,6 +673,8 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     if not quiet:
         print(f"sageattn3 check (seed {seed}; rel-L1 = sum|out-ref|/sum|ref| vs float64; "
               f"'vs ref' = vs the C reference in the same mode)", file=stream)
+        if rep.consumer_limits:
+            print(f"CONSUMER LIMITS: {_limits.describe()}", file=stream)
         print(HEADER, file=stream, flush=True)
     rng = np.random.default_rng(seed)
     check_reference(rng, emit)
@@ -692,7 +707,9 @@ def run_check(seed: Optional[int] = None, gpu: bool = True, stream=None, quiet: 
     if not quiet:
         c = rep.counts()
         print(f"check: {'PASS' if rep.ok else 'FAIL'}: {c['PASS']} passed, {c['FAIL']} failed, {c['SKIP']} skipped "
-              f"in {rep.seconds:.1f} s on {rep.device} (seed {seed})", file=stream, flush=True)
+              f"in {rep.seconds:.1f} s on {rep.device} (seed {seed})"
+              + (f" under consumer limits {rep.consumer_limits}" if rep.consumer_limits else ""),
+              file=stream, flush=True)
         for r in rep.results:
             if r.status == "SKIP":
                 print(f"  skipped: {r.section}/{r.case} {r.mode}: {r.note}", file=stream)

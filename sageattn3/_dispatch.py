@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Optional, Tuple
 
-from . import _policy, _selftest, _stats
+from . import _limits, _policy, _selftest, _stats  # noqa: F401 - _limits applies SAGEATTN3_CONSUMER_LIMITS
 from ._ext import _C, LOAD_ERROR
 
 try:  # torch is optional for `import sageattn3`
@@ -56,6 +56,30 @@ def device_facts(index: int) -> dict:
                      "error": f"querying the device failed: {exc}"}
         _device_cache[index] = facts
     return facts
+
+
+def declines_arch(family: str, facts: dict) -> Optional[str]:
+    """The family's own "arch" refusal for the device `facts` describe (device_facts' dict), or
+    None. A family whose binary runs on the GPU can still decline its arch: hopper under consumer
+    limits (the H200 reports sm_120, hopper serves sm_90 only). Asked of the family's supports()
+    on a small CPU problem with those facts, so it is the family's rule, not a copy here."""
+    if _C is None or torch is None or family not in (facts.get("families") or ()):
+        return None
+    try:
+        x = torch.zeros((1, 1, 64, 64), dtype=torch.float16)
+        arch = int(facts["sm_arch"])
+        t = (arch, int(facts["sm_count"]), int(facts["smem_optin"]), int(facts["smem_per_sm"]),
+             int(facts["hw_arch"]))
+        key, why = _C.problem(x, x, x).supports(family, _policy.default_pv(family, arch), facts=t)
+    except Exception:  # noqa: BLE001 - stand-in facts (tests) or an old extension: no opinion
+        return None
+    return why if key == "arch" else None
+
+
+def families_here(facts: dict) -> Tuple[str, ...]:
+    """The policy's families that run on this device and don't decline its arch, in policy order."""
+    have = facts.get("families") or ()
+    return tuple(f for f in _policy.FAMILIES if f in have and declines_arch(f, facts) is None)
 
 
 def why_no_kernels(index: Optional[int]) -> Optional[str]:
@@ -179,17 +203,18 @@ def run(q, k, v, *, layout: str, heads: Optional[int], is_causal: bool, sm_scale
 
 def run_family(family: str, q, k, v, *, layout: str = "HND", heads: Optional[int] = None,
                causal: bool = False, scale: Optional[float] = None, pv: str = "fp16", out=None,
-               poison: bool = False):
+               poison: bool = False, lse=None):
     """Run kernel family `family` on the call, or raise `_C.UnsupportedError("<key>: <details>")`.
 
     The one way checks, benchmarks, tests and scripts run a kernel directly: same validation,
     same supports() and launch as the dispatcher, no policy and no fallback. `out` (optional)
-    receives the result; `poison=True` fills a fresh output with NaN and the workspace with 0xFF
-    first, so a kernel that skips an element or reads scratch it never wrote is caught.
-    Returns the output tensor.
+    receives the result; `lse` (optional, a (B, Hq, Sq) float32 tensor) receives each row's LSE
+    from the kernel; `poison=True` fills a fresh output with NaN and the workspace with 0xFF
+    first, so a kernel that skips an element or reads scratch it never wrote is caught (poison
+    `lse` yourself). Returns the output tensor.
     """
     prob = problem(q, k, v, layout, heads, causal, scale)
-    r = prob.select(((family, pv),), 0)
+    r = prob.select(((family, pv),), 0) if lse is None else prob.select(((family, pv),), 0, lse)
     if r[0] is None:
         raise _C.UnsupportedError(f"{r[1]}: {r[2]}")
     _, nbytes = r

@@ -15,11 +15,11 @@ import platform
 import sys
 from typing import Any, Dict, List, Optional
 
-from . import _policy, _stats
+from . import _limits, _policy, _stats
 from ._ext import LOAD_ERROR, _C, build_info
 
 # The environment variables the build and the runtime look at (values only, never secrets).
-ENV_VARS = ("SAGEATTN3_CUDA", "SAGEATTN3_CUDA_ARCHS", "SAGEATTN3_SELF_TEST", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES")
+ENV_VARS = ("SAGEATTN3_CUDA", "SAGEATTN3_CUDA_ARCHS", "SAGEATTN3_SELF_TEST", "SAGEATTN3_CONSUMER_LIMITS", "CUDA_HOME", "CUDA_PATH", "CUDA_VISIBLE_DEVICES")
 
 # What the mma kernel family takes, for the human-readable route table. The C checker
 # (csrc/) is the authority: a call outside this goes to SDPA with the checker's reason.
@@ -133,7 +133,9 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
     arch = dev.get("sm_arch")
     min_scores = _policy.min_scores("auto", arch if isinstance(arch, int) else 0)
     side = int(min_scores ** 0.5)
-    fams = list(dev.get("families") or [])
+    from . import _dispatch
+
+    fams = list(_dispatch.families_here(dev)) if dev.get("families") else []
     routes: List[Dict[str, str]] = []
 
     def add(case: str, path: str, why: str) -> None:
@@ -189,8 +191,11 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
             if isinstance(arch, int) and arch >= 89:
                 add("same, pv='fp8'", "mma kernel (pv=fp8)",
                     "FP8 e4m3 P.V: rel-L1 ~0.035 vs ~0.011 for pv=fp16 (N(0,1) inputs)")
+                add("same, pv='fp8_f16acc'", "mma kernel (pv=fp8_f16acc)",
+                    "FP8 e4m3 P.V accumulated in fp16 per KV tile (GeForce's double-rate form), then fp32")
             else:
                 add("same, pv='fp8'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
+                add("same, pv='fp8_f16acc'", sdpa, f"FP8 P.V needs sm_89 or newer, this is sm_{arch}")
             add("same, pv='fp16'", "mma kernel (pv=fp16)", "most accurate quantized path")
     add("attn_mask given", sdpa, "kernels take no mask")
     add("float32/float64 tensors", sdpa, "kernels take float16/bfloat16")
@@ -211,11 +216,39 @@ def _self_test_report(index: int, dev: Dict[str, Any]) -> Dict[str, str]:
     arch = dev.get("sm_arch")
     if not isinstance(arch, int) or dev.get("error"):
         return {}
-    return {f: _selftest.describe_state(index, f, arch) for f in _policy.FAMILIES if f in (dev.get("families") or ())}
+    from . import _dispatch
+
+    return {f: _selftest.describe_state(index, f, arch) for f in _dispatch.families_here(dev)}
+
+
+def kernel_configs(dev: Dict[str, Any]) -> Dict[str, str]:
+    """{"mma D=128 pv=fp8": the configuration that family would run (or why not)} on this device,
+    from the family's own describe() on the device facts the dispatcher uses."""
+    if _C is None or dev.get("error") or not isinstance(dev.get("sm_arch"), int):
+        return {}
+    try:
+        import torch
+    except ImportError:
+        return {}
+    facts = (dev["sm_arch"], int(dev.get("sm_count") or 0), int(dev.get("smem_optin") or 0),
+             int(dev.get("smem_per_sm") or 0), int(dev.get("hw_arch") or dev["sm_arch"]))
+    out: Dict[str, str] = {}
+    for fam in ("mma",):
+        if fam not in (dev.get("families") or ()):
+            continue
+        for d in (64, 128, 256):
+            x = torch.zeros((1, 1, 16, d), dtype=torch.float16)
+            prob = _C.problem(x, x, x)
+            for pv in ("fp16", "fp8"):
+                key, why = prob.supports(fam, pv, facts=facts)
+                out[f"{fam} D={d} pv={pv}"] = prob.config(fam, pv, facts=facts) if key is None else f"{key}: {why}"
+    return out
 
 
 _PV_WHY = {
     "fp8": "INT8 QK^T + FP8 e4m3 P.V with fp32 accumulate (the faster path on this arch)",
+    "fp8_f16acc": "INT8 QK^T + FP8 e4m3 P.V accumulated in fp16 per KV tile, then fp32 (GeForce's double-rate "
+                  "FP8 mma; not measured on a GeForce card)",
     "fp16": "INT8 QK^T + 16-bit P.V (the policy's choice on this arch: FP8 P.V needs sm89+, or measured slower)",
 }
 
@@ -255,9 +288,14 @@ def info() -> dict:
                     pass
             dev["families"] = []
         dev["routes"] = _routes(dev, build, torch is not None)
+        try:
+            dev["kernel_configs"] = kernel_configs(dev)
+        except Exception as exc:  # noqa: BLE001 - a report, never a reason to fail info()
+            dev["kernel_configs"] = {"error": f"{type(exc).__name__}: {exc}"}
         dev["self_test"] = _self_test_report(i, dev)
         devices.append(dev)
     d["devices"] = devices
+    d["consumer_limits"] = _limits.describe()
     if note:
         d["devices_note"] = note
     if count == 0:
@@ -321,6 +359,8 @@ def format_info(d: dict) -> str:
         _fmt_kv(lines, "env", ", ".join(f"{k}={v}" for k, v in env.items()), 4)
 
     devs = d.get("devices") or []
+    if d.get("consumer_limits"):
+        lines.append(f"CONSUMER LIMITS: {d['consumer_limits']}")
     if not devs:
         lines.append(f"devices: none ({d.get('devices_note', '')})")
         for r in d.get("cpu_routes") or []:
@@ -329,6 +369,8 @@ def format_info(d: dict) -> str:
         head = f"device {dev.get('index')}: {dev.get('name', '?')}"
         if dev.get("sm_arch") is not None:
             head += f"  sm_{dev['sm_arch']}"
+            if dev.get("hw_arch") not in (None, dev["sm_arch"]):
+                head += f" (consumer limits {dev.get('consumer_limits')}; the GPU is sm_{dev['hw_arch']})"
         if dev.get("sm_count") is not None:
             head += f", {dev['sm_count']} SMs"
         if "families" in dev:
@@ -342,6 +384,8 @@ def format_info(d: dict) -> str:
             lines.append(f"    {r['case']}\n        -> {r['path']}: {r['why']}")
         for fam, state in (dev.get("self_test") or {}).items():
             lines.append(f"    self-test of {fam}: {state}")
+        for case, cfg in (dev.get("kernel_configs") or {}).items():
+            lines.append(f"    {case}: {cfg}")
 
     s = d.get("stats") or {}
     served, fb = s.get("served") or {}, s.get("fallback") or {}

@@ -7,13 +7,14 @@ the scores sm_scale * q.k over the keys each row sees (top-left causal, as torch
 A row that sees no key has lse = -inf (merge_attention gives it weight 0).
 
 `attention_with_lse` is the one entry the parallel adapters and `sageattn(return_lse=True)`
-call. It asks the dispatcher's policy with an LSE output attached: a family that writes the LSE
-from its kernel serves the call (hopper); families that can't decline ("lse", as mma does) and
-`sdpa_with_lse` serves it. Quantization statistics are per call: every ring step is one call on
-its own K/V chunk, nothing is cached across calls.
+call. It asks the dispatcher's policy with an LSE output attached: the family the policy picks
+writes the LSE from its kernel's epilogue (hopper and mma both do; a family that couldn't would
+decline with "lse") and `sdpa_with_lse` serves whatever no family takes. Quantization statistics
+are per call: every ring step is one call on its own K/V chunk, nothing is cached across calls.
 
 Checked on the H200: the CUDA ops below (tests/test_gpu_lse.py) and the hopper kernel's LSE
-against float64 and the C reference (tests/test_gpu_hopper.py).
+against float64 and the C reference (tests/test_gpu_hopper.py). The mma kernel's LSE has the same
+checks (tests/test_gpu_mma.py, tests/test_gpu_lse.py), not yet run on a GPU.
 
 `sdpa_with_lse` uses torch's internal SDPA ops that return the logsumexp, never a
 (Sq x Sk) buffer:

@@ -36,12 +36,23 @@ MIN_SCORES_BY_ARCH: Dict[int, int] = {
 
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).
 DEFAULT_PV: Dict[str, Dict[int, str]] = {
-    # FP8 P.V is the faster mma path on sm89 and sm120; on sm_90 16-bit P.V measured faster.
-    "mma": {89: "fp8", 120: "fp8"},
+    # FP8 P.V is the faster mma path on sm89 and sm120, in its fp16-accumulate form (GeForce runs
+    # FP8 mma.sync with an fp16 accumulator at twice the fp32-accumulate rate; each KV tile's
+    # fp16 partial goes into an fp32 O: cuda/mma/attn_mma.cu); on sm_90 16-bit P.V measured
+    # faster. Not measured on GeForce cards (none lent).
+    "mma": {89: "fp8_f16acc", 120: "fp8_f16acc"},
     "hopper": {90: "fp8"},  # its only P.V mode
 }
 PV_FALLBACK = "fp16"
-PV_MODES = ("auto", "fp16", "fp8")
+# pv="auto": the mode tried next, within the same family, where the default's configuration
+# doesn't serve a call: fp16-accumulated FP8 has no 99 KB configuration at D > 128 (it spills
+# there: cuda/mma/mma_configs.h; supports() says "pv_mode"), the fp32-accumulate form has one.
+PV_NEXT: Dict[str, Dict[int, str]] = {
+    "mma": {89: "fp8", 120: "fp8"},
+}
+# pv= choices. "fp8": FP8 e4m3 P.V with fp32 accumulation; "fp8_f16acc": the same P and V codes'
+# product accumulated in fp16 per KV tile, then in fp32 (mma only).
+PV_MODES = ("auto", "fp16", "fp8", "fp8_f16acc")
 
 # (family, sm_arch) pairs that have run on real hardware and passed `python -m sageattn3 check`
 # and `pytest -m gpu`: trusted without a self-test. Every other pair (mma on sm_80/86/89/120,
@@ -80,7 +91,18 @@ def plan(sm_arch: int, kernel: str, pv: str) -> tuple:
     p = _plans.get(key)
     if p is None:
         order = auto_order(sm_arch) if kernel == "auto" else (kernel,)
-        p = tuple(f if f == "sdpa" else (f, default_pv(f, sm_arch) if pv == "auto" else pv) for f in order)
+        entries = []
+        for f in order:
+            if f == "sdpa":
+                entries.append(f)
+            elif pv != "auto":
+                entries.append((f, pv))
+            else:
+                entries.append((f, default_pv(f, sm_arch)))
+                nxt = PV_NEXT.get(f, {}).get(sm_arch)
+                if nxt:
+                    entries.append((f, nxt))
+        p = tuple(entries)
         _plans[key] = p
     return p
 

@@ -61,9 +61,10 @@ def sageattn(q, k, v, tensor_layout: str = "HND", is_causal: bool = UNSET_CAUSAL
     attn_mask: honoured, by SDPA (the kernels take none).
     return_lse: return (out, lse) with lse the natural-log log-sum-exp of each row's scores,
     float32 (B, Hq, Sq) in every layout (what ring attention merges by); written by the kernel
-    where one serves the call (hopper), else computed by torch's LSE-returning SDPA ops.
-    pv: "fp16" (P.V in the input's 16-bit type: most accurate), "fp8" (FP8 e4m3: fastest on
-    sm89+ where available), "auto" (per-device default, see `info()`).
+    where one serves the call (hopper, mma), else computed by torch's LSE-returning SDPA ops.
+    pv: "fp16" (P.V in the input's 16-bit type: most accurate), "fp8" (FP8 e4m3 P.V, fp32
+    accumulate, sm89+), "fp8_f16acc" (FP8 e4m3 P.V with each KV tile accumulated in fp16, the
+    double-rate form on RTX 40xx/50xx; mma only), "auto" (per-device default, see `info()`).
     Aliases: `scale` / `softmax_scale` for sm_scale, `causal` for is_causal (two spellings
     with different values are a TypeError). SageAttention 2's options that don't change the
     result here (smooth_k, smooth_v, qk_quant_gran, pv_accum_dtype, quantization_backend)

@@ -39,14 +39,43 @@ def _use_installed_copy_over_unbuilt_checkout():
 _INSTALLED_COPY = _use_installed_copy_over_unbuilt_checkout()
 
 
+def pytest_addoption(parser):
+    parser.addoption("--consumer-limits", default=None, metavar="PROFILE",
+                     help="run with SAGEATTN3_CONSUMER_LIMITS=PROFILE (sm86, sm89, sm120): the GPU reports that "
+                          "GeForce class's arch and 99 KB shared memory, so an H100/H200 takes an RTX card's host "
+                          "path (sageattn3/_limits.py)")
+
+
 def pytest_report_header(config):
+    lines = []
     if _INSTALLED_COPY:
-        return (f"sageattn3: testing the installed copy at {_INSTALLED_COPY} (the checkout's "
-                f"sageattn3/_C is not built; `pip install -e .` tests the checkout instead)")
-    return None
+        lines.append(f"sageattn3: testing the installed copy at {_INSTALLED_COPY} (the checkout's "
+                     f"sageattn3/_C is not built; `pip install -e .` tests the checkout instead)")
+    if os.environ.get("SAGEATTN3_CONSUMER_LIMITS", "").strip().lower() not in ("", "0", "off", "none", "no", "false"):
+        try:
+            from sageattn3 import _limits
+
+            lines.append("sageattn3: " + (_limits.describe() or "consumer limits requested but off (bad value?)"))
+        except ImportError:
+            pass
+    return lines or None
+
+
+@pytest.fixture
+def consumer_limits():
+    """The consumer-limits profile in force for this run (None = off)."""
+    from sageattn3 import _limits
+
+    return _limits.mode()
 
 
 def pytest_configure(config):
+    profile = config.getoption("--consumer-limits", default=None)
+    if profile:
+        # before sageattn3 is imported (it reads the variable once, at import) and for subprocesses
+        os.environ["SAGEATTN3_CONSUMER_LIMITS"] = profile
+        if "sageattn3._limits" in sys.modules:
+            sys.modules["sageattn3._limits"].set_mode(profile)
     if _INSTALLED_COPY is None and not any((_REPO / "sageattn3").glob("_C.*")):
         try:
             import sageattn3  # noqa: F401
@@ -54,6 +83,17 @@ def pytest_configure(config):
             if type(exc).__name__ == "SourceCheckoutNotBuilt":
                 raise pytest.UsageError(str(exc)) from None
     config.addinivalue_line("markers", "gpu: needs a CUDA GPU (skipped when torch.cuda.is_available() is False)")
+    if os.environ.get("SAGEATTN3_CONSUMER_LIMITS"):
+        try:  # a value sageattn3 can't use stops the run instead of silently testing without it
+            from sageattn3 import _limits
+
+            if _limits.parse(os.environ["SAGEATTN3_CONSUMER_LIMITS"]) != _limits.mode():
+                raise pytest.UsageError(f"SAGEATTN3_CONSUMER_LIMITS={os.environ['SAGEATTN3_CONSUMER_LIMITS']!r} "
+                                        f"did not take effect (mode {_limits.mode()!r})")
+        except ValueError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        except ImportError:
+            pass
 
 
 def _cuda_available() -> bool:

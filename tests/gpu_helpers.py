@@ -10,8 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from sageattn3 import _dispatch
+from sageattn3 import _dispatch, _limits
 from sageattn3._ext import _C
+
+# SAGEATTN3_CONSUMER_LIMITS / pytest --consumer-limits (sageattn3/_limits.py): the devices report
+# a GeForce class's arch and 99 KB shared memory, as on an RTX card; None = off.
+CONSUMER_LIMITS = _limits.mode()
+SMALL_SMEM = 110 * 1024  # below this per-block limit the mma family runs its small-smem configurations
 
 K_OFFSET = 8.0  # per-channel K offset magnitude (real DiT keys carry one; smoothing removes it)
 
@@ -47,10 +52,24 @@ def to_hnd(t, layout, heads=None):
     return t.view(b, s, heads if heads else hd // 128, -1).transpose(1, 2)
 
 
-def run_mma(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, pv="fp16"):
-    """Call the mma family directly (no dispatch policy), output and workspace poisoned first."""
-    return _dispatch.run_family("mma", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
-                                poison=True)
+def run_mma(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, pv="fp16", with_lse=False):
+    """Call the mma family directly (no dispatch policy), output and workspace poisoned first.
+    with_lse: also the kernel's LSE, (out, lse), the lse buffer NaN-poisoned before the run."""
+    lse = None
+    if with_lse:
+        prob = _dispatch.problem(q, k, v, layout, heads, causal, scale)
+        lse = torch.full((prob.batch, prob.heads_q, prob.seq_q), float("nan"), dtype=torch.float32, device=q.device)
+    try:
+        out = _dispatch.run_family("mma", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale, pv=pv,
+                                   poison=True, lse=lse)
+    except _C.UnsupportedError as exc:
+        # On a 99 KB GPU (or under consumer limits) some (head dim, P.V) pairs are not served by
+        # design (cuda/mma/mma_configs.h: SDPA's there); anywhere else a refusal is a failure.
+        if str(exc).startswith(("smem_limit", "pv_mode")) and \
+                _C.device_info(q.get_device())["smem_optin"] < SMALL_SMEM:
+            pytest.skip(f"not served on a 99 KB-per-block GPU (SDPA's there): {exc}")
+        raise
+    return (out, lse) if with_lse else out
 
 
 def ref64(q, k, v, *, causal=False, scale=None, rows=None):
@@ -81,16 +100,37 @@ def rel_l1(out, ref):
     return float((out - ref).abs().sum() / ref.abs().sum())
 
 
-def reference_same_mode(q, k, v, *, causal, pv, scale=None):
-    """The C CPU reference in the kernel's exact quantization (HND tensors, small shapes)."""
+def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
+    """The C CPU reference in the kernel's exact quantization (HND tensors, small shapes);
+    with return_lse, (out, lse) with the reference's LSE (K smoothing added back)."""
     d = q.shape[-1]
     q_block = 32 if d <= 128 else 16
-    mode = "int8-fp8" if pv == "fp8" else "int8-fp16"
+    mode = {"fp8": "int8-fp8", "fp8_f16acc": "int8-fp8-f16acc"}.get(pv, "int8-fp16")
     pv_dtype = "bf16" if q.dtype == torch.bfloat16 else "f16"
     arr = [t.float().cpu().numpy() for t in (q, k, v)]
-    return torch.from_numpy(np.asarray(_C.reference_attention(
+    res = _C.reference_attention(
         *arr, mode=mode, is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
-        q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", granularity="mma")))
+        q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", granularity="mma", return_lse=return_lse)
+    if return_lse:
+        return torch.from_numpy(np.asarray(res[0])), torch.from_numpy(np.asarray(res[1]))
+    return torch.from_numpy(np.asarray(res))
+
+
+def lse64(qh, kh, *, causal=False, scale=None):
+    """float64 log-sum-exp of each row's scores sm_scale * q.k (HND tensors, GQA, top-left causal)."""
+    d = qh.shape[-1]
+    scale = d ** -0.5 if scale is None else scale
+    rep = qh.shape[1] // kh.shape[1]
+    k64 = kh.double().repeat_interleave(rep, 1)
+    outs = []
+    for h in range(qh.shape[1]):  # one head at a time keeps the score matrix small
+        s = (qh[:, h].double() @ k64[:, h].transpose(-1, -2)) * scale
+        if causal:
+            i = torch.arange(qh.shape[2], device=qh.device)[:, None]
+            j = torch.arange(kh.shape[2], device=qh.device)[None]
+            s = s.masked_fill(j > i, float("-inf"))
+        outs.append(torch.logsumexp(s, -1))
+    return torch.stack(outs, dim=1)
 
 
 def run_hopper(q, k, v, *, layout="HND", heads=None, causal=False, scale=None):

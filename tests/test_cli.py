@@ -83,7 +83,7 @@ def test_check_exits_0_on_cpu(tmp_path):
         sdpa = [x for x in rep["results"] if x["section"] == "sdpa"]
         assert sdpa and all(x["status"] == "SKIP" and "torch" in x["note"] for x in sdpa), sdpa
     modes = {x["mode"] for x in rep["results"] if x["section"] == "reference"}
-    assert modes == {"exact", "int8-fp16", "int8-fp8", "nvfp4"}
+    assert modes == {"exact", "int8-fp16", "int8-fp8", "int8-fp8-f16acc", "nvfp4"}
     # the GPU section says why it did not run
     skipped = [x for x in rep["results"] if x["status"] == "SKIP" and x["section"] == "kernel"]
     assert skipped and skipped[0]["note"]
@@ -246,8 +246,8 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
     d = _info.info()
     if torch_ok:
         main = d["devices"][0]["routes"][0]
-        assert _policy.plan(89, "auto", "auto") == (("mma", "fp8"),)
-        assert main["path"] == "mma kernel (pv=fp8)"
+        assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
+        assert main["path"] == "mma kernel (pv=fp8_f16acc)"
         assert "NHD_FLAT" in main["case"] and "32 <= D <= 256" in main["case"] and "1,048,576" in main["case"]
 
     # An arch without a compiled kernel: everything to SDPA, with the rebuild hint.
@@ -314,7 +314,7 @@ def test_check_kernel_section_catches_faults(bug, expect):
     results = []
     _check.check_kernel(torch, 5, results.append, cases, device="cpu", kernel_fn=_standin_kernel(torch, bug),
                         arch=90)
-    assert len(results) == 2 * len(cases)
+    assert len(results) == len(_check.FAMILY_NUMERICS["mma"]["pvs"]) * len(cases)  # fp16, fp8, fp8_f16acc
     if bug is None:
         assert all(r.status == "PASS" for r in results), [(r.case, r.mode, r.metric, r.note) for r in results]
         with_ref = [r for r in results if r.vs_ref is not None]
@@ -325,7 +325,7 @@ def test_check_kernel_section_catches_faults(bug, expect):
     results = []
     _check.check_kernel(torch, 5, results.append, cases[:1], device="cpu", kernel_fn=_standin_kernel(torch),
                         arch=80)
-    assert [r.status for r in results] == ["PASS", "SKIP"] and "sm_89" in results[1].note
+    assert [r.status for r in results] == ["PASS", "SKIP", "SKIP"] and all("sm_89" in r.note for r in results[1:])
 
 
 # ----------------------------------------------------------------------------- bench plumbing (CPU)

@@ -227,7 +227,7 @@ def gen_api_call(rng: random.Random, target: str) -> Call:
         elif m == 15:
             opts["kernel"] = rng.choice(("'mma'", "'sdpa'", "'auto'", "'fast'", "None", "1"))
         elif m == 16:
-            opts["pv"] = rng.choice(("'fp16'", "'fp8'", "'auto'", "'fp4'", "None"))
+            opts["pv"] = rng.choice(("'fp16'", "'fp8'", "'fp8_f16acc'", "'auto'", "'fp4'", "None"))
         elif m == 17:
             opts["typo"] = rng.choice(SAGEATTN_TYPOS)
         elif m == 18:
@@ -357,7 +357,7 @@ def _mask(kind, shapes, dtype):
     return Lit("'causal'")
 
 
-REF_MODES = ("exact", "int8-fp16", "int8-fp8", "nvfp4")
+REF_MODES = ("exact", "int8-fp16", "int8-fp8", "int8-fp8-f16acc", "nvfp4")
 
 
 def gen_reference_call(rng: random.Random) -> Call:
@@ -395,7 +395,7 @@ def gen_reference_call(rng: random.Random) -> Call:
         elif m == 8:
             libs[n] = "torch"
         elif m == 9:
-            kwargs["mode"] = Lit(rng.choice(("'exact'", "'int8-fp16'", "'int8-fp8'", "'nvfp4'", "'fp4'", "None", "3")))
+            kwargs["mode"] = Lit(rng.choice(("'exact'", "'int8-fp16'", "'int8-fp8'", "'int8-fp8-f16acc'", "'nvfp4'", "'fp4'", "None", "3")))
         elif m == 10:
             kwargs["sm_scale"] = Lit(rng.choice(BAD_SCALES + GOOD_SCALES + ["-0.25"]))
         elif m == 11:
@@ -567,7 +567,7 @@ def expect_api(call: Call):
         raise Invalid("layout")
     if not isinstance(kernel, str) or kernel not in ("auto", "mma", "sdpa"):
         raise Invalid("kernel")
-    if not isinstance(pv, str) or pv not in ("auto", "fp16", "fp8"):
+    if not isinstance(pv, str) or pv not in ("auto", "fp16", "fp8", "fp8_f16acc"):
         raise Invalid("pv")
     sm_scale = None if canon["sm_scale"] is NOT_GIVEN else canon["sm_scale"]
     is_causal = False if canon["is_causal"] is NOT_GIVEN else canon["is_causal"]
@@ -688,6 +688,8 @@ def expect_reference(call: Call):
             blocks[name] = x
     if vals.get("mode") == "nvfp4" and blocks.get("k_block", 64) % 16:
         raise Invalid("nvfp4 k_block")
+    if vals.get("mode") == "int8-fp8-f16acc" and blocks.get("k_block", 64) % 32:
+        raise Invalid("f16acc k_block")
     q, k, v = call.args
     for t in (q, k, v):
         if not isinstance(t, T) or t.lib != "numpy":

@@ -1,7 +1,8 @@
 """GPU checks of the LSE path that CI (no GPU) cannot run: torch's CUDA LSE ops as
 sdpa_with_lse uses them (natural log, (B, H, Sq), top-left causal for Sq != Sk, GQA), a ring
 simulated on one GPU (K/V in 2..8 uneven chunks through attention_with_lse, merged), and
-CUDA graph capture. Bounds as tests/test_lse_sdpa.py; references in float64 on the GPU."""
+CUDA graph capture, each also through the mma kernel's own LSE. Bounds as tests/test_lse_sdpa.py
+(the mma kernel: its quantized bounds); references in float64 on the GPU."""
 from __future__ import annotations
 
 import math
@@ -75,29 +76,47 @@ def test_standard_shapes_use_torch_ops_not_the_chunked_fallback():
     assert not _lse._refused, _lse._refused
 
 
+# kernel="auto" (on the H200: chunks of 4099 keys are below the hopper threshold, so SDPA's LSE
+# ops; exact), and the mma kernel forced: it writes the LSE from its epilogue, with INT8 scores,
+# so its bounds are the quantized kernel's (tests/test_gpu_mma.py: LSE within 0.05 of float64,
+# rel-L1 within FP8 P.V's 0.045), on K with a per-channel offset so K smoothing's LSE term counts.
+
+
+@pytest.mark.parametrize("kernel", ["auto", "mma"])
 @pytest.mark.parametrize("parts", [2, 3, 5, 8])
-def test_ring_simulated_on_one_gpu(parts):
+def test_ring_simulated_on_one_gpu(parts, kernel):
+    from sageattn3 import reset_stats, stats
     gen = torch.Generator(device="cuda").manual_seed(parts)
     S, H, D = 4099, 8, 128
     q, k, v = (rand(gen, 1, S, H, D, dtype=torch.bfloat16) for _ in range(3))
+    if kernel == "mma":
+        k = k + (3.0 * torch.randn(1, 1, H, D, generator=gen, device="cuda")).to(k.dtype)
     weights = [1 + (i * 37 % 5) / 4 for i in range(parts)]
     cuts = [0] + [round(S * sum(weights[:i + 1]) / sum(weights)) for i in range(parts)]
+    reset_stats()
     acc = None
     for a, b in zip(cuts[:-1], cuts[1:]):
-        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD")
+        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", kernel=kernel)
         acc = (o, l) if acc is None else merge_attention(*acc, o, l, layout="NHD")
     ref_o, ref_l = ref64(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), False)
-    assert (acc[1].double() - ref_l).abs().max() <= 1e-3 * (1 + ref_l.abs().max())
-    assert (acc[0].transpose(1, 2).double() - ref_o).abs().max() <= 1.6e-2 * ref_o.abs().max()
+    if kernel == "auto":
+        assert (acc[1].double() - ref_l).abs().max() <= 1e-3 * (1 + ref_l.abs().max())
+        assert (acc[0].transpose(1, 2).double() - ref_o).abs().max() <= 1.6e-2 * ref_o.abs().max()
+    else:
+        assert stats()["served"].get("mma") == parts, stats()
+        assert float((acc[1].double() - ref_l).abs().max()) <= 0.05
+        got = acc[0].transpose(1, 2).double()
+        assert float((got - ref_o).abs().sum() / ref_o.abs().sum()) <= 0.045
 
 
-def test_cuda_graph_capture_of_attention_with_lse_and_merge():
+@pytest.mark.parametrize("kernel", ["auto", "mma"])
+def test_cuda_graph_capture_of_attention_with_lse_and_merge(kernel):
     q, k, v = (torch.randn(1, 1024, 8, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     k1, v1, k2, v2 = k[:, :400].contiguous(), v[:, :400].contiguous(), k[:, 400:].contiguous(), v[:, 400:].contiguous()
 
     def step():
-        a = _lse.attention_with_lse(q, k1, v1, layout="NHD")
-        b = _lse.attention_with_lse(q, k2, v2, layout="NHD")
+        a = _lse.attention_with_lse(q, k1, v1, layout="NHD", kernel=kernel)
+        b = _lse.attention_with_lse(q, k2, v2, layout="NHD", kernel=kernel)
         return merge_attention(*a, *b, layout="NHD")
 
     s = torch.cuda.Stream()

@@ -26,6 +26,8 @@ from sageattn3._ext import _C  # noqa: E402
 
 _FAMS = (_C.device_info(torch.cuda.current_device()).get("families", [])
          if torch.cuda.is_available() and _C is not None and _C.HAS_CUDA else [])
+if _FAMS and _C.device_info(torch.cuda.current_device())["sm_arch"] != 90:  # consumer limits: hopper declines
+    _FAMS = [f for f in _FAMS if f != "hopper"]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _FAMS, reason="no kernel family runs on this GPU/build")]
 
 
@@ -116,8 +118,10 @@ def test_check_reports_the_self_test(tmp_path, env, want, rc):
     r = subprocess.run([sys.executable, "-m", "sageattn3", "check", "--json", str(out)], capture_output=True,
                        text=True, env=e, timeout=300)
     rep = json.loads(out.read_text())
+    if want == "verified" and rep.get("consumer_limits"):
+        want = "passed"  # under consumer limits the device reports a GeForce arch: no pair is verified
     assert {f: s["state"] for f, s in rep["self_test"].items()} == {f: want for f in _FAMS}, rep["self_test"]
-    rows = [x for x in rep["results"] if x["section"] == "selftest"]
+    rows = [x for x in rep["results"] if x["section"] == "selftest" and x["status"] != "SKIP"]
     assert len(rows) == len(_FAMS) and all(x["mode"] == want for x in rows)
     if rc == 0:
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]

@@ -19,7 +19,11 @@ from sageattn3.comfyui import node as node_mod  # noqa: E402
 
 def test_plans():
     assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
-    assert _policy.plan(89, "auto", "auto") == (("mma", "fp8"),)
+    # GeForce: fp16-accumulated FP8 P.V, else (D > 128 on 99 KB: no such configuration) the fp32 form
+    assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
+    assert _policy.plan(120, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
+    assert _policy.plan(120, "mma", "fp8_f16acc") == (("mma", "fp8_f16acc"),)
+    assert _policy.plan(120, "mma", "fp8") == (("mma", "fp8"),)  # the fp32-accumulate form stays selectable
     assert _policy.plan(86, "auto", "auto") == (("mma", "fp16"),)
     assert _policy.plan(120, "auto", "fp16") == (("mma", "fp16"),)
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
@@ -83,7 +87,7 @@ def test_serve_asks_the_policy_and_launches(gpu_like):
     p = StubProblem(q)
     out, key, detail = _dispatch._serve(p, q, q, q, "auto", "auto")
     assert key is None and out.shape == q.shape
-    assert p.selected == [((("mma", "fp8"),), _policy.MIN_SCORES_PER_HEAD)]
+    assert p.selected == [((("mma", "fp8_f16acc"), ("mma", "fp8")), _policy.MIN_SCORES_PER_HEAD)]
     assert p.launched == [((1, 2, 64, 64), 4096, 1234)]
     assert _stats.stats()["served"] == {"mma": 1}
 

@@ -26,6 +26,9 @@ with, per mode (all computed from the actual test data in `predicted_rms`):
     <= u^2/3 * p^2 (an upper bound: the interval is 2u|x| wide at most).
   * e4m3 P and V (int8-fp8): 3 mantissa bits, u = 2^-4 => variance <= u^2/3 * x^2 (P is
     scaled by 448 and V per channel by 448/amax first, so both are in the normal range).
+    int8-fp8-f16acc: the same (V scaled by 1.75/amax: the same codes / 256, except e4m3
+    subnormals below amax/112, whose absolute step 2^-9 * amax/1.75 is negligible here; the fp16
+    partials add 2^-11 relative per 32-key step, far below e4m3's 2^-4).
   * NVFP4: per group of 16 the scale is amax/6 (e4m3-rounded), and e2m1's grid relative to
     it has step 0.5 below 2, 1 below 4, 2 up to 6 => variance (step * amax/6)^2 / 12 per
     element; groups along D for Q/K, along tokens for V, along keys for P.
@@ -49,7 +52,7 @@ import pytest
 
 _C = pytest.importorskip("sageattn3._C")
 
-MODES_Q = ["int8-fp16", "int8-fp8", "nvfp4"]
+MODES_Q = ["int8-fp16", "int8-fp8", "int8-fp8-f16acc", "nvfp4"]
 F32 = np.float32
 
 
@@ -158,7 +161,7 @@ def predicted_rms(q, k, v, *, mode, is_causal=False, smooth_k=True, per_block_me
     if mode == "int8-fp16":
         u = 2.0**-11 if pv_dtype in ("f16", "fp16", "float16") else 2.0**-8
         var_p, var_v = u**2 / 3 * p**2, u**2 / 3 * v**2
-    elif mode == "int8-fp8":
+    elif mode in ("int8-fp8", "int8-fp8-f16acc"):  # f16acc: + 2^-11 per fp16 partial, not modelled
         u = 2.0**-4
         var_p, var_v = u**2 / 3 * p**2, u**2 / 3 * v**2
     else:
@@ -318,7 +321,7 @@ def test_causal_single_key_rows_are_exact(rng):
     q, k, v = make_qkv(rng, 1, 2, 2, 5, 9, 32, dtype=np.float16)
     for mode in ["exact", *MODES_Q]:
         out = _C.reference_attention(q, k, v, mode=mode, is_causal=True, pv_dtype="f16")
-        tol = {"exact": 0, "int8-fp16": 0, "int8-fp8": 2.0**-4, "nvfp4": 0.25}[mode]
+        tol = {"exact": 0, "int8-fp16": 0, "int8-fp8": 2.0**-4, "int8-fp8-f16acc": 2.0**-4, "nvfp4": 0.25}[mode]
         np.testing.assert_allclose(out[:, :, 0], v[:, :, 0].astype(F32), rtol=tol,
                                    atol=tol * np.abs(v).max(), err_msg=f"{mode} {tag(rng)}")
 
@@ -560,7 +563,7 @@ BAD_CALLS = [
     ("head dim", lambda q, k, v: ((q[..., :8], k, v), {}), ValueError, "same head dim D"),
     ("k/v shape", lambda q, k, v: ((q, k, v[:, :, :3]), {}), ValueError, "k and v must have the same shape, got k (1, 2, 4, 16) and v (1, 2, 3, 16)"),
     ("gqa", lambda q, k, v: ((np.concatenate([q, q[:, :1]], 1), k, v), {}), ValueError, "q's head count (3) must be a multiple of k/v's (2)"),
-    ("mode", lambda q, k, v: ((q, k, v), {"mode": "int4"}), ValueError, "mode must be one of 'exact', 'int8-fp8', 'int8-fp16', 'nvfp4', got 'int4'"),
+    ("mode", lambda q, k, v: ((q, k, v), {"mode": "int4"}), ValueError, "mode must be one of 'exact', 'int8-fp8', 'int8-fp8-f16acc', 'int8-fp16', 'nvfp4', got 'int4'"),
     ("mode type", lambda q, k, v: ((q, k, v), {"mode": 3}), TypeError, "mode must be a str, got int 3"),
     ("layout", lambda q, k, v: ((q, k, v), {"layout": "BHSD"}), ValueError, "layout must be 'HND' (B, H, S, D) or 'NHD' (B, S, H, D), got 'BHSD'"),
     ("pv_dtype", lambda q, k, v: ((q, k, v), {"pv_dtype": "fp8"}), ValueError, "pv_dtype must be 'bf16'"),
@@ -610,7 +613,7 @@ def test_nvfp4_accepts_multiples_of_16_only():
 @pytest.mark.parametrize(
     "args,exc,fragment",
     [
-        ((np.ones(3, np.float32), "fp4"), ValueError, "kind must be one of 'e4m3', 'e2m1', 'bf16', 'f16', 'int8', got 'fp4'"),
+        ((np.ones(3, np.float32), "fp4"), ValueError, "kind must be one of 'e4m3', 'e2m1', 'bf16', 'f16', 'int8', 'f16_from_f64', got 'fp4'"),
         ((np.ones(3, np.float32), 8), TypeError, "kind must be a str, got int"),
         (([1.0, 2.0], "e4m3"), TypeError, "array must be a numpy.ndarray, got list"),
         ((np.ones(3, np.int8), "e4m3"), TypeError, "array must have dtype float16, float32 or float64, got dtype int8"),
@@ -620,3 +623,89 @@ def test_convert_bad_arguments(args, exc, fragment):
     with pytest.raises(exc) as info:
         _C.convert(*args)
     assert fragment in str(info.value), str(info.value)
+
+
+# ---------------------------------------------------------------------------------------
+# int8-fp8-f16acc: fp16 accumulation of each block's P.V (the GeForce FP8 mma form)
+# ---------------------------------------------------------------------------------------
+
+
+def test_f16_from_f64_matches_numpy(rng):
+    """float64 -> float16 in one rounding: numpy's double -> half cast is IEEE RNE from the
+    double itself (no fp32 step), so it is an independent oracle; values that fp32 would round
+    onto an fp16 tie (double rounding) are included on purpose."""
+    all16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    finite = np.sort(all16[np.isfinite(all16)].astype(np.float64))
+    mids = (finite[1:] + finite[:-1]) / 2
+    # just above / below a tie by far less than an fp32 ulp: via fp32 they would become the tie
+    near = np.concatenate([mids * (1 + 2.0**-40), mids * (1 - 2.0**-40)])
+    rand = rng.standard_normal(20000) * np.exp2(rng.integers(-30, 17, 20000))
+    x = np.concatenate([finite, mids, near, rand, [65519.99, 65520.0, 70000.0, -70000.0, np.inf, -np.inf,
+                                                   2.0**-25, 2.0**-25 * (1 + 2.0**-30), 2.0**-1074]])
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).astype(np.float32)
+    got = _C.convert(x, "f16_from_f64")
+    np.testing.assert_array_equal(got, want, err_msg=tag(rng))
+    assert not np.array_equal(x[len(finite) + len(mids):len(finite) + 3 * len(mids)].astype(np.float32).astype(np.float16),
+                              want[len(finite) + len(mids):len(finite) + 3 * len(mids)].astype(np.float16)), \
+        "the near-tie values no longer tell one rounding from two"
+    assert np.isnan(_C.convert(np.array([np.nan]), "f16_from_f64")).all()
+
+
+@pytest.mark.parametrize("sk", [1, 31, 64, 150])
+def test_f16acc_block_sum_is_the_specified_fp16_chain(rng, sk):
+    """Equal scores (q = 0: every p is exactly 1, P's code 448) leave only the P.V sum, which this
+    test recomputes from the spec in sa3_reference.c step 6: per 64-key block h = 0, then for
+    each 32 keys h = f16(h + exact sum), the block's h added to the fp32 O, O * (amax/1.75)/448 / l.
+    V is scaled so fp16 rounding really happens (partials above 2048 lose low bits)."""
+    d = 24
+    q = np.zeros((1, 1, 3, d), F32)
+    k = rng.standard_normal((1, 1, sk, d)).astype(F32)
+    v = (rng.standard_normal((1, 1, sk, d)) * 3).astype(F32)
+    out = _C.reference_attention(q, k, v, mode="int8-fp8-f16acc", k_block=64)
+    amax = np.abs(v[0, 0]).max(0).astype(F32)
+    vq = conv(v[0, 0] * (F32(1.75) / amax), "e4m3").astype(np.float64)  # per-channel e4m3 V
+    o = np.zeros(d, F32)
+    for b0 in range(0, sk, 64):
+        h = np.zeros(d, np.float64)
+        for g0 in range(b0, min(b0 + 64, sk), 32):
+            step = (448.0 * vq[g0:min(g0 + 32, b0 + 64, sk)]).sum(0)  # exact in float64
+            h = (h + step).astype(np.float16).astype(np.float64)
+        o = (o + h.astype(F32)).astype(F32)
+    want = (o * ((amax / F32(1.75)) / F32(448))) / F32(sk)
+    np.testing.assert_array_equal(out[0, 0, 0], want.astype(F32), err_msg=tag(rng))
+    np.testing.assert_array_equal(out[0, 0, 1], out[0, 0, 0])
+
+
+def test_f16acc_partials_stay_finite_at_the_bound(rng):
+    """The worst case of the kernel's overflow bound: 64 keys of one block, all with p = 1 (equal
+    scores) and V at its channel max (code 1.75): each block's fp16 partial is 64*448*1.75 =
+    50176, below 65504. The output must be V exactly, not inf."""
+    d = 16
+    q = rng.standard_normal((1, 2, 5, d)).astype(F32)
+    k = np.repeat(rng.standard_normal((1, 2, 1, d)).astype(F32), 200, axis=2)  # equal keys: equal scores
+    v = np.repeat((rng.standard_normal((1, 2, 1, d)) * 5).astype(F32), 200, axis=2)  # constant V
+    out, lse = _C.reference_attention(q, k, v, mode="int8-fp8-f16acc", return_lse=True)
+    assert np.isfinite(out).all() and np.isfinite(lse).all()
+    np.testing.assert_allclose(out, v[:, :, :5], rtol=2.0**-10, err_msg=tag(rng))
+
+
+def test_f16acc_differs_from_fp32_accumulation_only_by_fp16_rounding(rng):
+    """Same P codes, V codes divided by 2^8: on K-offset random inputs the two modes stay within
+    the fp16 partial rounding (2^-11 relative per 32-key step, averaged) of each other, far
+    closer than either is to float64."""
+    q, k, v = make_qkv(rng, 1, 2, 2, 77, 333, 64, k_offset=8.0)
+    for causal in (False, True):
+        a = _C.reference_attention(q, k, v, mode="int8-fp8", is_causal=causal, granularity="mma")
+        b, lse_b = _C.reference_attention(q, k, v, mode="int8-fp8-f16acc", is_causal=causal, granularity="mma",
+                                          return_lse=True)
+        _, lse_a = _C.reference_attention(q, k, v, mode="int8-fp8", is_causal=causal, granularity="mma",
+                                          return_lse=True)
+        assert 0 < rel_l1(b, a) < 2e-3, (rel_l1(b, a), tag(rng))
+        np.testing.assert_array_equal(lse_a, lse_b)  # P and the scores are the same
+
+
+def test_f16acc_k_block_must_cover_whole_mma_steps():
+    x = np.ones((1, 1, 8, 32), F32)
+    with pytest.raises(ValueError, match="multiple of 32 for mode='int8-fp8-f16acc'"):
+        _C.reference_attention(x, x, x, mode="int8-fp8-f16acc", k_block=16)

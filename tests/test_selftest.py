@@ -102,7 +102,7 @@ def test_real_judging_passes_a_correct_kernel_in_every_pv_mode():
     assert st.state == "passed", st.detail
     cases = {r.case for r in st.results}
     assert len(cases) == len(_selftest._cases()) >= 4
-    assert {r.mode for r in st.results} == {"mma pv=fp16", "mma pv=fp8"}
+    assert {r.mode for r in st.results} == {"mma pv=fp16", "mma pv=fp8", "mma pv=fp8_f16acc"}
     assert all(r.status == "PASS" and r.vs_ref is not None for r in st.results)
     kinds = _selftest._cases()
     assert any(c.causal for c in kinds) and any(c.hq != c.hkv for c in kinds)
@@ -112,7 +112,7 @@ def test_real_judging_passes_a_correct_kernel_in_every_pv_mode():
 def test_fp8_is_not_asked_below_sm89_and_still_passes():
     st = _selftest.run_self_test(torch, "mma", 86, "cpu", kernel_fn=_standin_kernel(torch), seed=2)
     assert st.state == "passed"
-    assert {r.status for r in st.results if r.mode == "mma pv=fp8"} == {"SKIP"}
+    assert {r.status for r in st.results if r.mode in ("mma pv=fp8", "mma pv=fp8_f16acc")} == {"SKIP"}
 
 
 @pytest.mark.parametrize("bug,expect", [("scale", "above bound"), ("tail", "non-finite")])
@@ -199,7 +199,7 @@ def test_fail_then_the_next_family_in_the_plan_serves(device, monkeypatch):
     assert key is None and out is not None
     assert [r[1] for r in device.runs] == ["hopper", "mma"]
     # asked again without hopper, with the same lse
-    assert prob.selected[-1] == ((("mma", "fp8"),), lse)
+    assert prob.selected[-1] == ((("mma", "fp8_f16acc"), ("mma", "fp8")), lse)
     assert _stats.stats()["served"] == {"mma": 1}
     serve(prob)
     assert len(device.runs) == 2 and _stats.stats()["served"] == {"mma": 2}

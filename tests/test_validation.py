@@ -407,6 +407,43 @@ def test_mma_other_rules():
     assert p.workspace_bytes("mma", "fp16", facts=H100) > 0
 
 
+def test_pv_modes_and_bad_pv_values():
+    """pv="fp8_f16acc" (FP8 P.V accumulated in fp16 per KV tile) is an mma mode wherever FP8 P.V
+    is (sm_89+); hopper has only "fp8"; a bad value is a ValueError naming pv, in C and in Python."""
+    _mma_or_skip()
+    q = r(1, 2, 16, 64, dtype=F16)
+    p = _C.problem(q, q, q)
+    assert p.supports("mma", "fp8_f16acc", facts=H100) == (None, "")
+    assert p.workspace_bytes("mma", "fp8_f16acc", facts=H100) == p.workspace_bytes("mma", "fp8", facts=H100)
+    if "80" in [a for f in _C.families() if f["name"] == "mma" for a in f["archs"]]:
+        assert p.supports("mma", "fp8_f16acc", facts=(80, 108, 166912))[0] == "pv_mode"
+    if "hopper" in [f["name"] for f in _C.families()]:
+        assert p.supports("hopper", "fp8_f16acc", facts=H100)[0] == "pv_mode"
+    for bad in ("fp8_f32acc", "FP8", "", 8):
+        with pytest.raises(ValueError, match="pv must be 'fp16', 'fp8' or 'fp8_f16acc', got"):
+            p.supports("mma", bad, facts=H100)
+    for bad in ("fp8_f32acc", "FP8", "f16acc"):
+        with pytest.raises(ValueError, match=r"pv must be one of \('auto', 'fp16', 'fp8', 'fp8_f16acc'\), got"):
+            sageattn3.sageattn(q, q, q, pv=bad)
+    out = sageattn3.sageattn(q, q, q, pv="fp8_f16acc")  # valid: on the CPU, SDPA serves it
+    assert out.shape == q.shape
+
+
+@pytest.mark.parametrize("d,causal", [(64, False), (128, True), (256, False)])
+def test_mma_no_longer_declines_an_lse_output(d, causal):
+    """The mma kernel writes the LSE from its epilogue (issue 14): a call asking for one is served
+    in every P.V mode, not sent to SDPA's LSE ops with the reason "lse"."""
+    _mma_or_skip()
+    q = r(1, 2, 77, d, dtype=BF16)
+    p = _C.problem(q, q, q, "HND", None, causal)
+    for pv in ("fp16", "fp8", "fp8_f16acc"):
+        assert p.supports("mma", pv, facts=H100, lse=True) == (None, "")
+        assert p.workspace_bytes("mma", pv, facts=H100, lse=True) == p.workspace_bytes("mma", pv, facts=H100)
+    # the what-if flag changes only the LSE: other reasons still come first
+    assert _C.problem(r(1, 2, 16, 24, dtype=F16), r(1, 2, 16, 24, dtype=F16), r(1, 2, 16, 24, dtype=F16)).supports(
+        "mma", "fp16", facts=H100, lse=True)[0] == "head_dim"
+
+
 def test_select_walks_the_plan_on_cpu_problems():
     q = r(1, 2, 16, 64, dtype=F16)
     p = _C.problem(q, q, q)

@@ -19,7 +19,10 @@ extern "C" sa3_status sa3_cuda_device_facts(int device, sa3_device_facts *facts,
                  "cudaDeviceGetAttribute");
     SA3_CUDA_TRY(cudaDeviceGetAttribute(&facts->smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
                  "cudaDeviceGetAttribute");
+    SA3_CUDA_TRY(cudaDeviceGetAttribute(&facts->smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+                 "cudaDeviceGetAttribute");
     facts->sm_arch = major * 10 + minor;
+    facts->hw_arch = facts->sm_arch;
     if (name && name_len) {
         cudaDeviceProp prop;
         SA3_CUDA_TRY(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");

@@ -20,6 +20,7 @@
  *     The registry has already checked that the family was compiled for the device's arch.
  *   - workspace_bytes() is called only after supports() said yes; the caller allocates that
  *     many bytes (256-byte aligned) on the problem's device.
+ *   - describe() (optional) says which configuration would serve an accepted call.
  *   - launch() is called only after supports() said yes, with o set in the problem and a
  *     workspace of at least workspace_bytes(). It enqueues work on ctx->stream only: no device
  *     memory allocation, no synchronization. On failure it returns a status and writes a
@@ -75,11 +76,16 @@ typedef struct sa3_options {
     int smooth_k; /* subtract the per-(b, h) channel mean of K over tokens before quantizing */
 } sa3_options;
 
-/* Facts about one CUDA device, queried once per device and cached by csrc/. */
+/* Facts about one CUDA device, queried once per device and cached by csrc/. Under consumer
+ * limits (csrc/sa3_limits.c, SAGEATTN3_CONSUMER_LIMITS) an H100/H200 reports a GeForce class's
+ * arch and shared-memory limits here, so families and the policy decide exactly as they would
+ * on that card; hw_arch stays the GPU's own (which compiled binaries run on it). */
 typedef struct sa3_device_facts {
-    int sm_arch;    /* 10*major + minor */
+    int sm_arch;     /* 10*major + minor that families and the policy decide for */
     int sm_count;
-    int smem_optin; /* max dynamic shared memory per block after opt-in, bytes */
+    int smem_optin;  /* max shared memory per block after opt-in (static + dynamic), bytes */
+    int smem_per_sm; /* max shared memory per SM, bytes: CTAs per SM */
+    int hw_arch;     /* 10*major + minor of the GPU itself (= sm_arch outside consumer limits) */
 } sa3_device_facts;
 
 /* Where and with what a launch runs. */
@@ -100,6 +106,11 @@ typedef struct sa3_family {
     size_t (*workspace_bytes)(const sa3_problem *p, const sa3_options *opt);
     sa3_status (*launch)(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,
                          size_t err_len);
+    /* Optional (NULL: none). Only after supports() said yes, never on the hot path (info(),
+     * tests, benchmarks): one line on the kernel configuration that would serve the call on
+     * this device into out[out_len]. */
+    void (*describe)(const sa3_problem *p, const sa3_options *opt, const sa3_device_facts *dev, char *out,
+                     size_t out_len);
 } sa3_family;
 
 /* 1 if one of the family's targets runs on sm_arch: a plain sm_XY cubin runs on the same

@@ -38,9 +38,18 @@ typedef enum sa3_dtype {
 
 /* How P.V is computed (a family option; each family says which modes it takes). */
 typedef enum sa3_pv_mode {
-    SA3_PV_F16 = 0, /* P and V in the input's 16-bit type (fp16 or bf16), fp32 accumulate */
-    SA3_PV_FP8 = 1  /* P and V in FP8 e4m3 (V per-channel scaled), fp32 accumulate */
+    SA3_PV_F16 = 0,       /* P and V in the input's 16-bit type (fp16 or bf16), fp32 accumulate */
+    SA3_PV_FP8 = 1,       /* P and V in FP8 e4m3 (V per-channel scaled), fp32 accumulate */
+    SA3_PV_FP8_F16ACC = 2 /* P and V in FP8 e4m3, each KV tile's product accumulated in fp16 (the
+                             GeForce double-rate mma), then added to an fp32 accumulator */
 } sa3_pv_mode;
+
+/* SA3_PV_FP8_F16ACC: V is scaled so that max|V| of each channel becomes this (P keeps 448), so
+ * an fp16 partial sum over one 64-key tile stays below 64 * 448 * 1.75 = 50176 < 65504 (the
+ * derivation is next to the mma in cuda/mma/attn_mma.cu). 1.75 = 448 / 2^8: the e4m3 codes of V
+ * are the FP32-accumulate mode's divided by 256 exactly, except where that lands in e4m3's
+ * subnormal range. The C reference uses the same constant. */
+#define SA3_PV_F16ACC_V_MAX 1.75f
 
 /* How q/k/v/o are laid out by the caller. */
 typedef enum sa3_layout {

@@ -1,7 +1,8 @@
 /* attn_mma.cu - attention with mma.sync: INT8 QK^T (m16n8k32), P.V in 16-bit (m16n8k16) or
- * FP8 e4m3 (m16n8k32, sm89+), fp32 online softmax in the exp2 domain.
+ * FP8 e4m3 (m16n8k32, sm89+; fp32 accumulate, or fp16 per KV tile added to fp32), fp32 online
+ * softmax in the exp2 domain.
  *
- * CPU reference: csrc/sa3_reference.c (modes int8-fp16 / int8-fp8 with q_block = 16*MT,
+ * CPU reference: csrc/sa3_reference.c (modes int8-fp16 / int8-fp8 / int8-fp8-f16acc, q_block = 16*MT,
  * k_block = 64). Tests: tests/test_gpu_mma.py. Benchmark: benchmarks/bench_attention.py.
  *
  * One CTA = 4 warps = BQ query rows of one (batch, head); each warp owns 16*MT rows and
@@ -13,7 +14,7 @@
  *      to the log2 domain with q_scale * k_scale * sm_scale * log2(e), masked (Sk tail,
  *      causal; only in the few "edge" iterations), online softmax, then O += P V (and, at
  *      D <= 128, l += P 1).
- *   3. O / l written in the caller's layout and dtype.
+ *   3. O / l written in the caller's layout and dtype; the row's LSE when asked for.
  * K comes INT8 from the workspace (quant_kv.cu). V comes straight from the caller (16-bit PV)
  * or FP8 from the workspace, transposed and key-permuted (FP8 PV).
  */
@@ -23,6 +24,7 @@
 
 #include <type_traits>
 
+#include "mma_configs.h"
 #include "mma_workspace.cuh"
 #include "mma_family.cuh"
 #include "quant_kv.cuh"
@@ -59,6 +61,9 @@ struct sa3_half_ops<__nv_bfloat16> {
         __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
     }
+    static __device__ __forceinline__ float2 unpack(uint32_t x) {
+        return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
+    }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
                      "{%8,%9}, {%0,%1,%2,%3};\n"
@@ -72,6 +77,9 @@ struct sa3_half_ops<__half> {
     static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
         __half2 v = __floats2half2_rn(lo, hi);
         return *reinterpret_cast<uint32_t *>(&v);
+    }
+    static __device__ __forceinline__ float2 unpack(uint32_t x) {
+        return __half22float2(*reinterpret_cast<const __half2 *>(&x));
     }
     static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
         asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
@@ -90,6 +98,59 @@ __device__ __forceinline__ void sa3_mma_e4m3(float (&d)[4], const uint32_t (&a)[
 #else
     __trap(); /* the launcher never selects FP8 PV below sm89 */
 #endif
+}
+
+/* FP8 e4m3 P.V with an fp16 accumulator (d: two f16x2 registers, rows g and g+8): the
+ * double-rate form on GeForce sm_89/sm_120 (QMMA.16832.F16.E4M3); ptxas emulates it on sm_90a
+ * (e4m3 -> f16 unpack + HMMA.16816.F16), so the H200 runs this mode too.
+ *
+ * Why an fp16 partial cannot overflow. Per KV tile, the partial of one output element is
+ * h = sum over the tile's 64 keys of Pq_j * Vq_j, where Pq_j = e4m3(448 * p_j) with
+ * p_j = 2^(s_j - m) <= 1 (m is the running max including this tile), so 0 <= Pq_j <= 448 (448
+ * is e4m3's largest value: RN cannot round above it), and Vq_j = e4m3(V_j * 1.75 / max|V|)
+ * with |Vq_j| <= 1.75 (1.75 is an e4m3 value, so RN stays at or below it). Hence
+ *     |h| <= 64 * 448 * 1.75 = 50176 for the exact sum and for every exact partial sum.
+ * Each fp16 rounding multiplies a magnitude by at most (1 + 2^-11), and there are at most 64
+ * roundings per tile even if the hardware rounded after every single product; (1 + 2^-11)^64
+ * < 1.032, so every rounded partial is <= 51780 < 65504 (fp16's largest finite value). The
+ * margin also covers an internal accumulation as coarse as 2^-8 relative per step
+ * ((1 + 2^-8)^64 * 50176 < 64430). The tile's partial then goes into the fp32 O (after O's
+ * rescale by alpha), so nothing accumulates in fp16 across tiles. In general the condition is
+ * BK * P_max * V_max * (1 + u)^BK <= 65504: with P_max = 448 and BK = 64, V_max <= 2.2 for
+ * any u <= 2^-11; 1.75 = 448 / 2^8 keeps V's e4m3 codes those of the fp32-accumulate mode
+ * divided by 256 (bar e4m3 subnormals, |V| < max|V| / 112), so the two modes differ only by
+ * the fp16 rounding of the partials and of those tiny V values. */
+__device__ __forceinline__ void sa3_mma_e4m3_f16(uint32_t (&d)[2], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.f16.e4m3.e4m3.f16 {%0,%1}, {%2,%3,%4,%5}, {%6,%7}, "
+                 "{%0,%1};\n"
+                 : "+r"(d[0]), "+r"(d[1])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap(); /* the launcher never selects FP8 PV below sm89 */
+#endif
+}
+/* o (fp32 accumulator layout: rows g, g, g+8, g+8) += the fp16 pair h (row g, row g+8) */
+__device__ __forceinline__ void sa3_add_f16acc(float (&o)[4], const uint32_t (&h)[2]) {
+    const float2 lo = __half22float2(*reinterpret_cast<const __half2 *>(&h[0]));
+    const float2 hi = __half22float2(*reinterpret_cast<const __half2 *>(&h[1]));
+    o[0] += lo.x;
+    o[1] += lo.y;
+    o[2] += hi.x;
+    o[3] += hi.y;
+}
+
+/* blockIdx.y / .z read afresh (volatile: not merged with the prologue's reads, which would
+ * keep them, or values derived from them, live through the KV loop) */
+__device__ __forceinline__ unsigned sa3_ctaid_y() {
+    unsigned v;
+    asm volatile("mov.u32 %0, %%ctaid.y;" : "=r"(v));
+    return v;
+}
+__device__ __forceinline__ unsigned sa3_ctaid_z() {
+    unsigned v;
+    asm volatile("mov.u32 %0, %%ctaid.z;" : "=r"(v));
+    return v;
 }
 
 /* Two floats -> two e4m3 bytes (lo in the low byte), RN + satfinite like the reference. */
@@ -145,6 +206,12 @@ struct sa3_mma_cfg {
      * the same rounded P that multiplies V. */
     static constexpr bool LSUM_MMA = LSUM_ && !FP8_;
     static constexpr bool FP8 = FP8_;
+    /* FP8 P.V accumulated in fp16 per tile (sa3_fp8_f16acc below sets it) */
+    static constexpr bool F16ACC = false;
+    static_assert(!F16ACC || FP8_, "fp16 accumulation is a form of FP8 P.V");
+    /* log2 of the factor P carries into P.V (and into l): FP8 P is scaled by 448 so it fills
+     * e4m3's range; the epilogue divides it out of O (through l) and out of the LSE. */
+    static constexpr float P_LOG2_SCALE = FP8_ ? 8.807354922057604f : 0.f;
     /* Q fragments held in registers for the whole KV loop, or re-read from shared memory per
      * tile (more shared-memory reads, 32 fewer registers: no spills at DP=128). */
     static constexpr bool QREG = QREG_;
@@ -161,8 +228,11 @@ struct sa3_mma_cfg {
     static constexpr int V_STRIDE = FP8 ? BK : 2 * DP;    /* bytes */
     using QK_TILE = sa3_tile<Q8_STRIDE>;
     using V_TILE_T = sa3_tile<V_STRIDE>;
-    /* 16-bit Q staging (prologue only, read row-wise): rows padded by 16 bytes */
-    static constexpr int STAGE_STRIDE = (DP + 8) * 2;
+    /* 16-bit Q staging (prologue only, read row-wise by one or two lanes per row), swizzled
+     * like the tiles instead of padded: conflict-free either way, and unpadded it stays within
+     * the K/V buffers it aliases at DP=128 FP8 with 2 stages (2 CTAs per 100 KB SM) */
+    static constexpr int STAGE_STRIDE = 2 * DP;
+    using STAGE_TILE = sa3_tile<STAGE_STRIDE>;
     static constexpr int Q8_BYTES = BQ * Q8_STRIDE;
     static constexpr int K_TILE = BK * Q8_STRIDE;
     static constexpr int V_TILE = V_ROWS * V_STRIDE;
@@ -173,6 +243,14 @@ struct sa3_mma_cfg {
      * masked one, so unchecked lookahead loads never go past the last tile it reads */
     static_assert(BQ >= (STAGES - 1) * BK, "n_fast needs BQ >= (STAGES - 1) * BK");
     static_assert(Q8_BYTES % 128 == 0 && K_TILE % 128 == 0 && V_TILE % 128 == 0, "tiles start line-aligned");
+};
+
+/* A FP8 configuration with P.V in the fp16-accumulate form (SA3_PV_FP8_F16ACC): same tiles,
+ * same shared memory. */
+template <typename C>
+struct sa3_fp8_f16acc : C {
+    static_assert(C::FP8, "fp16 accumulation is a form of FP8 P.V");
+    static constexpr bool F16ACC = true;
 };
 
 /* ---------------------------------------------------------------- K/V tile loads */
@@ -248,6 +326,23 @@ struct sa3_kv_loader {
     }
 };
 
+/* ---------------------------------------------------------------- the LSE epilogue */
+/* The row's natural-log LSE, by the first lane of the quad holding it: log2 sum_j 2^s_j =
+ * m + log2(l) - log2(P's scale) (l carries that scale: FP8 P.V), to natural log, plus
+ * sm_scale * q.mean(K), the shift K smoothing took out of every score of the row, which the
+ * prologue computed from the staged Q and parked in this very element (so no register holds
+ * it through the KV loop; the loop's barriers make the store visible here). l == 0 (no
+ * visible key; top-left causal rows always see key 0) gives -inf, as the C reference.
+ * (b, hq) are read afresh from the special registers, so no prologue value is kept for this
+ * past the loop. */
+template <typename C>
+__device__ __forceinline__ void sa3_write_lse(const sa3_attn_params &p, float m, float l, int64_t row, int lane) {
+    if ((lane & 3) != 0 || row >= p.seq_q) return;
+    float *dst = p.lse + (int64_t)sa3_ctaid_z() * p.lse_stride_b + (int64_t)sa3_ctaid_y() * p.lse_stride_h + row;
+    const float shift = p.smooth_k ? *dst : 0.f;
+    *dst = l > 0.f ? (m + log2f(l) - C::P_LOG2_SCALE) * 0.6931471805599453f + shift : -INFINITY;
+}
+
 /* ---------------------------------------------------------------- the kernel */
 template <typename T, typename C>
 __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
@@ -278,7 +373,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         const int r = i / CPR, c = i % CPR;
         const int64_t row = m0 + r;
         const bool ok = row < p.seq_q && c * 8 < D;
-        sa3_cp_async16(s_stage + r * C::STAGE_STRIDE + c * 16, ok ? qg + row * p.q_stride_s + c * 8 : qg,
+        sa3_cp_async16(s_stage + C::STAGE_TILE::off(r, c), ok ? qg + row * p.q_stride_s + c * 8 : qg,
                        ok ? 16 : 0);
     }
     sa3_cp_async_commit();
@@ -293,11 +388,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     constexpr int LPR = 32 / (16 * MT); /* lanes per row: 1 (MT=2) or 2 (MT=1) */
     constexpr int CPL = CPR / LPR;      /* 16-byte chunks per lane */
     const int my_row = wrow0 + lane / LPR;
-    const uint8_t *stage_row = s_stage + my_row * C::STAGE_STRIDE + (lane % LPR) * CPL * 16;
+    const uint8_t *stage_row = s_stage + my_row * C::STAGE_STRIDE;
+    const int stage_c0 = (lane % LPR) * CPL; /* this lane's first 16-byte chunk of the row */
     float amax = 0.f;
 #pragma unroll 4
     for (int c = 0; c < CPL; ++c) {
-        uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+        uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + (((stage_c0 + c) ^ (my_row & 7)) << 4));
         const T *h = reinterpret_cast<const T *>(&raw);
 #pragma unroll
         for (int e = 0; e < 8; ++e) amax = fmaxf(amax, fabsf(static_cast<float>(h[e])));
@@ -310,7 +406,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         const int q8_byte0 = (lane % LPR) * CPL * 8; /* this lane's first byte in its INT8 row */
 #pragma unroll 4
         for (int c = 0; c < CPL; ++c) {
-            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + (((stage_c0 + c) ^ (my_row & 7)) << 4));
             const T *h = reinterpret_cast<const T *>(&raw);
             uint32_t packed[2] = {0u, 0u};
 #pragma unroll
@@ -323,6 +419,31 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             *reinterpret_cast<uint2 *>(s_q8 + C::QK_TILE::off(my_row, byte >> 4) + (byte & 15)) =
                 make_uint2(packed[0], packed[1]);
         }
+    }
+    /* The LSE's K-smoothing term of this lane group's row, sm_scale * q.mean(K) over the
+     * staged 16-bit Q (zero past D, as the mean is), parked in the row's LSE element until the
+     * epilogue adds the rest (sa3_write_lse). */
+    if (p.lse != nullptr && p.smooth_k) {
+        const float *km = w.kmean + bh * DP + (lane % LPR) * CPL * 8;
+        float qk = 0.f;
+#pragma unroll 4
+        for (int c = 0; c < CPL; ++c) {
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            const T *h = reinterpret_cast<const T *>(&raw);
+            const float4 k0 = *reinterpret_cast<const float4 *>(km + c * 8);
+            const float4 k1 = *reinterpret_cast<const float4 *>(km + c * 8 + 4);
+            qk = fmaf(static_cast<float>(h[0]), k0.x, qk);
+            qk = fmaf(static_cast<float>(h[1]), k0.y, qk);
+            qk = fmaf(static_cast<float>(h[2]), k0.z, qk);
+            qk = fmaf(static_cast<float>(h[3]), k0.w, qk);
+            qk = fmaf(static_cast<float>(h[4]), k1.x, qk);
+            qk = fmaf(static_cast<float>(h[5]), k1.y, qk);
+            qk = fmaf(static_cast<float>(h[6]), k1.z, qk);
+            qk = fmaf(static_cast<float>(h[7]), k1.w, qk);
+        }
+        if (LPR == 2) qk += __shfl_xor_sync(0xffffffffu, qk, 1);
+        const int64_t row = m0 + my_row;
+        if (lane % LPR == 0 && row < p.seq_q) p.lse[b * p.lse_stride_b + hq * p.lse_stride_h + row] = p.sm_scale * qk;
     }
     /* this thread's accumulator rows (16mt + g, +8) -> the scale computed by that row's lanes */
     float q_scale[MT];
@@ -489,7 +610,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 m_i[mt][r] = m_new;
                 /* p = exp2(acc*kf - m) as one FFMA: (bias+acc)*kf + (-bias*kf - m). FP8 PV
                  * folds P's 448 scale in here too (l then carries it, the epilogue divides). */
-                const float c = -(12582912.0f * kf) - m_use + (C::FP8 ? 8.807354922057604f : 0.f);
+                const float c = -(12582912.0f * kf) - m_use + C::P_LOG2_SCALE;
                 if constexpr (C::LSUM_MMA) {
 #pragma unroll
                     for (int nt = 0; nt < 8; ++nt)
@@ -552,7 +673,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                         }
                     }
                 }
-            } else {
+            } else if constexpr (!C::F16ACC) {
 #pragma unroll
                 for (int kc = 0; kc < BK / 32; ++kc) {
                     uint32_t pa[MT][4];
@@ -576,6 +697,40 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                             sa3_mma_e4m3(o[mt][2 * np], pa[mt], bv[0], bv[1]);
                             sa3_mma_e4m3(o[mt][2 * np + 1], pa[mt], bv[2], bv[3]);
                         }
+                    }
+                }
+            } else {
+                /* FP8 with fp16 accumulation: the whole tile's P fragments first, then per 16
+                 * columns of V both 32-key steps into a zeroed fp16 pair, added to the fp32 O
+                 * (the tile's partial is bounded: sa3_mma_e4m3_f16) */
+                uint32_t pa[BK / 32][MT][4];
+#pragma unroll
+                for (int kc = 0; kc < BK / 32; ++kc)
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt)
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) {
+                            const int t0 = 4 * kc + 2 * half;
+                            pa[kc][mt][2 * half] = sa3_e4m3x2(sf[mt][t0][0], sf[mt][t0][1]) |
+                                                   sa3_e4m3x2(sf[mt][t0 + 1][0], sf[mt][t0 + 1][1]) << 16;
+                            pa[kc][mt][2 * half + 1] = sa3_e4m3x2(sf[mt][t0][2], sf[mt][t0][3]) |
+                                                       sa3_e4m3x2(sf[mt][t0 + 1][2], sf[mt][t0 + 1][3]) << 16;
+                        }
+#pragma unroll
+                for (int np = 0; np < DP / 16; ++np) {
+                    uint32_t bv[BK / 32][4];
+#pragma unroll
+                    for (int kc = 0; kc < BK / 32; ++kc) sa3_ldsm_x4(bv[kc], VT::at(cv, np * 16, kc * 2));
+#pragma unroll
+                    for (int mt = mt0; mt < mt1; ++mt) {
+                        uint32_t h0[2] = {0u, 0u}, h1[2] = {0u, 0u};
+#pragma unroll
+                        for (int kc = 0; kc < BK / 32; ++kc) {
+                            sa3_mma_e4m3_f16(h0, pa[kc][mt], bv[kc][0], bv[kc][1]);
+                            sa3_mma_e4m3_f16(h1, pa[kc][mt], bv[kc][2], bv[kc][3]);
+                        }
+                        sa3_add_f16acc(o[mt][2 * np], h0);
+                        sa3_add_f16acc(o[mt][2 * np + 1], h1);
                     }
                 }
             }
@@ -608,7 +763,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     for (; j < n_fast; ++j) kv_tile(j, std::false_type{});
     for (; j < n_tiles; ++j) kv_tile(j, std::true_type{});
 
-    /* 3. epilogue: O / l in the caller's layout */
+    /* 3. epilogue: O / l in the caller's layout, and the LSE when asked for */
     T *og = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -623,6 +778,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             }
             const float inv_l = l > 0.f ? 1.f / l : 0.f;
             const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
+            if (p.lse != nullptr) sa3_write_lse<C>(p, m_i[mt][r], l, row, lane);
             if (row >= p.seq_q) continue;
 #pragma unroll
             for (int dn = 0; dn < DP / 8; ++dn) {
@@ -652,72 +808,113 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     return SA3_OK;
 }
 
-/* Tile shape per padded head dim (the measurements behind each choice: cuda/mma/NOTES.md).
- * Two 16-row m-tiles per warp where registers allow, so each K/V fragment feeds two mmas; Q
- * in registers only where that does not spill; row sums by mma where they pay. */
-template <int DP>
-struct sa3_tiles;
-template <>
-struct sa3_tiles<64> {
-    static constexpr int MT = 2;
-    static constexpr bool QREG = true, LSUM = true;
+/* The configurations (cuda/mma/mma_configs.h: one row per GPU class, padded head dim and P.V
+ * mode; the measurements behind each: cuda/mma/NOTES.md), instantiated for both dtypes. */
+struct sa3_cfg_entry {
+    sa3_mma_class cls;
+    int dp;
+    sa3_pv_mode pv;
+    int smem; /* dynamic shared memory, bytes */
+    int mt, warps, stages, ctas;
+    sa3_status (*launch[2])(const sa3_attn_params *, const sa3_mma_ws *, cudaStream_t, char *, size_t); /* f16, bf16 */
 };
-template <>
-struct sa3_tiles<128> {
-    static constexpr int MT = 2;
-    static constexpr bool QREG = false, LSUM = true;
-};
-template <>
-struct sa3_tiles<256> {
-    static constexpr int MT = 1;
-    static constexpr bool QREG = false, LSUM = false;
-};
-template <int DP, bool FP8>
-using sa3_cfg_for = sa3_mma_cfg<DP, sa3_tiles<DP>::MT, FP8, sa3_tiles<DP>::QREG, sa3_tiles<DP>::LSUM>;
 
-template <typename T, int DP>
-sa3_status sa3_attn_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_attn_launch<T, sa3_cfg_for<DP, true>>(p, w, s, err, n)
-                                    : sa3_attn_launch<T, sa3_cfg_for<DP, false>>(p, w, s, err, n);
+template <typename C>
+constexpr bool sa3_fits_class(sa3_mma_class cls, int ctas) {
+    /* per block: the opt-in limit; per SM: CTAS blocks, each with its static reserve and the
+     * driver's 1 KB per block */
+    return cls == SA3_MMA_SMALL
+               ? C::SMEM + SA3_MMA_STATIC_SMEM <= 99 * 1024 && ctas * (C::SMEM + SA3_MMA_STATIC_SMEM + 1024) <= 100 * 1024
+               : C::SMEM + SA3_MMA_STATIC_SMEM <= 227 * 1024 && ctas * (C::SMEM + SA3_MMA_STATIC_SMEM + 1024) <= 228 * 1024;
 }
 
-template <typename T>
-sa3_status sa3_attn_dispatch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    switch (w->dp) {
-    case 64: return sa3_attn_pv<T, 64>(p, w, s, err, n);
-    case 128: return sa3_attn_pv<T, 128>(p, w, s, err, n);
-    default: return sa3_attn_pv<T, 256>(p, w, s, err, n);
-    }
-}
+/* A row's kernel configuration: FP8_F16ACC rows are FP8 tiles with the fp16-accumulate P.V */
+template <typename C, bool F16ACC>
+struct sa3_pv_form {
+    using type = C;
+};
+template <typename C>
+struct sa3_pv_form<C, true> {
+    using type = sa3_fp8_f16acc<C>;
+};
+template <int DP, sa3_pv_mode PV, int MT, bool QREG, bool LSUM, int WARPS, int STAGES>
+using sa3_row_cfg = typename sa3_pv_form<sa3_mma_cfg<DP, MT, PV != SA3_PV_F16, QREG, LSUM, WARPS, STAGES>,
+                                         PV == SA3_PV_FP8_F16ACC>::type;
+#define SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages) \
+    sa3_row_cfg<dp, SA3_PV_##pv, mt, qreg != 0, lsum != 0, warps, stages>
+#define SA3_MMA_ASSERT_ROW(cls, dp, pv, mt, qreg, lsum, warps, stages, ctas)                                      \
+    static_assert(sa3_fits_class<SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>(SA3_MMA_##cls, ctas),   \
+                  "mma_configs.h row " #cls " DP=" #dp " " #pv ": shared memory exceeds the class's limits");     \
+    static_assert(ctas * 32 * (warps) <= 256, "CTAS x threads at 255 registers each must fit 64K registers");
+SA3_MMA_CONFIGS(SA3_MMA_ASSERT_ROW)
+#undef SA3_MMA_ASSERT_ROW
 
-template <int DP>
-int sa3_smem_of(bool fp8) {
-    return fp8 ? sa3_cfg_for<DP, true>::SMEM : sa3_cfg_for<DP, false>::SMEM;
+#define SA3_MMA_ENTRY(cls, dp, pv, mt, qreg, lsum, warps, stages, ctas)                                   \
+    {SA3_MMA_##cls, dp, SA3_PV_##pv, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)::SMEM,        \
+     mt, warps, stages, ctas,                                                                               \
+     {&sa3_attn_launch<__half, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>,                   \
+      &sa3_attn_launch<__nv_bfloat16, SA3_MMA_CFG_TYPE(dp, pv, mt, qreg, lsum, warps, stages)>}},
+const sa3_cfg_entry sa3_cfg_table[] = {SA3_MMA_CONFIGS(SA3_MMA_ENTRY)};
+#undef SA3_MMA_ENTRY
+#undef SA3_MMA_CFG_TYPE
+constexpr int sa3_cfg_count = (int)(sizeof sa3_cfg_table / sizeof sa3_cfg_table[0]);
+
+const sa3_cfg_entry *sa3_cfg_find(sa3_mma_class cls, int dp, sa3_pv_mode pv) {
+    for (int i = 0; i < sa3_cfg_count; ++i)
+        if (sa3_cfg_table[i].cls == cls && sa3_cfg_table[i].dp == dp && sa3_cfg_table[i].pv == pv) return &sa3_cfg_table[i];
+    return nullptr;
 }
 
 } // namespace
 
-int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode) {
-    const bool fp8 = pv_mode == SA3_PV_FP8;
-    switch (sa3_padded_head_dim(head_dim)) {
-    case 64: return sa3_smem_of<64>(fp8);
-    case 128: return sa3_smem_of<128>(fp8);
-    default: return sa3_smem_of<256>(fp8);
+int sa3_mma_smem_bytes(int64_t head_dim, sa3_pv_mode pv_mode, sa3_mma_class cls) {
+    const sa3_cfg_entry *e = sa3_cfg_find(cls, sa3_padded_head_dim(head_dim), pv_mode);
+    return e != nullptr ? e->smem : -1;
+}
+
+void sa3_mma_describe(int64_t head_dim, sa3_pv_mode pv_mode, sa3_mma_class cls, int smem_per_sm, char *out,
+                      size_t out_len) {
+    const sa3_cfg_entry *e = sa3_cfg_find(cls, sa3_padded_head_dim(head_dim), pv_mode);
+    if (e == nullptr) {
+        snprintf(out, out_len, "no configuration");
+        return;
     }
+    const int per_block = e->smem + SA3_MMA_STATIC_SMEM + 1024; /* + the driver's reserve */
+    const int by_regs = 256 / (32 * e->warps);                  /* 255 registers a thread */
+    int ctas = smem_per_sm / per_block;
+    if (ctas > by_regs) ctas = by_regs;
+    snprintf(out, out_len,
+             "%s DP=%d %s P.V: %d warps x %d m-tiles (%d query rows), %d K/V stages, %d B dynamic shared memory, "
+             "%d CTA(s) per SM here (sized for %d)",
+             cls == SA3_MMA_SMALL ? "small-smem" : "large-smem", e->dp,
+             pv_mode == SA3_PV_FP8_F16ACC ? "FP8 (fp16-accumulated)" : pv_mode == SA3_PV_FP8 ? "FP8" : "16-bit",
+             e->warps, e->mt, 16 * e->mt * e->warps, e->stages, e->smem, ctas, e->ctas);
+}
+
+int sa3_mma_class_smem_max(sa3_mma_class cls) {
+    int m = 0;
+    for (int i = 0; i < sa3_cfg_count; ++i)
+        if (sa3_cfg_table[i].cls == cls && sa3_cfg_table[i].smem > m) m = sa3_cfg_table[i].smem;
+    return m;
 }
 
 sa3_status sa3_mma_run(const sa3_attn_params *p, void *stream_ptr, char *err, size_t err_len) {
     const sa3_mma_ws w = sa3_mma_ws_layout(p->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim,
-                                           p->pv_mode == SA3_PV_FP8);
+                                           sa3_pv_is_fp8(p->pv_mode));
     if (w.bytes > p->workspace_bytes) {
         snprintf(err, err_len, "workspace too small: %zu < %zu bytes", p->workspace_bytes, w.bytes);
         return SA3_ERR_VALUE;
+    }
+    const sa3_cfg_entry *cfg = sa3_cfg_find((sa3_mma_class)p->cfg_class, w.dp, p->pv_mode);
+    if (cfg == nullptr) { /* supports() declined these; a launch without it is a caller bug */
+        snprintf(err, err_len, "no mma configuration for class %d, DP=%d, pv mode %d", p->cfg_class, w.dp,
+                 (int)p->pv_mode);
+        return SA3_ERR_UNSUPPORTED;
     }
     sa3_device_guard guard;
     SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
     cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
     sa3_status s = sa3_quant_kv_launch(p, &w, stream, err, err_len);
     if (s != SA3_OK) return s;
-    return p->dtype == SA3_DTYPE_BF16 ? sa3_attn_dispatch<__nv_bfloat16>(p, &w, stream, err, err_len)
-                                      : sa3_attn_dispatch<__half>(p, &w, stream, err, err_len);
+    return cfg->launch[p->dtype == SA3_DTYPE_BF16 ? 1 : 0](p, &w, stream, err, err_len);
 }

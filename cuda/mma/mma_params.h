@@ -3,7 +3,8 @@
  * context. The kernels take it by value; launchers trust it.
  *
  * Ownership: every pointer is borrowed from the caller for the duration of the call.
- * q, k, v are read-only (no kernel ever writes them). o and workspace are written.
+ * q, k, v are read-only (no kernel ever writes them). o, lse (when set) and workspace are
+ * written.
  */
 #ifndef SA3_MMA_PARAMS_H
 #define SA3_MMA_PARAMS_H
@@ -25,6 +26,9 @@ typedef struct sa3_attn_params {
     const void *k; /* (B, Hkv, Sk, D) fp16/bf16, read-only */
     const void *v; /* (B, Hkv, Sk, D) fp16/bf16, read-only */
     void *o;       /* (B, Hq,  Sq, D) same dtype as q, written */
+    /* Optional (B, Hq, Sq) fp32 log-sum-exp (natural log), unit s stride; NULL = not wanted. */
+    float *lse;
+    int64_t lse_stride_b, lse_stride_h;
 
     int64_t q_stride_b, q_stride_h, q_stride_s;
     int64_t k_stride_b, k_stride_h, k_stride_s;
@@ -49,8 +53,13 @@ typedef struct sa3_attn_params {
     size_t workspace_bytes;
 
     int device;  /* CUDA device ordinal the tensors live on */
-    int sm_arch; /* 10*major+minor of that device, e.g. 90 */
+    int sm_arch; /* 10*major+minor the family decided for (sa3_device_facts.sm_arch), e.g. 90 */
+    int cfg_class; /* sa3_mma_class (mma_configs.h) whose configurations run this call */
 } sa3_attn_params;
+
+/* Both FP8 P.V modes quantize V to FP8 (workspace V^T, per-channel scales); they differ in V's
+ * target range and in the P.V accumulator. */
+static inline int sa3_pv_is_fp8(sa3_pv_mode m) { return m == SA3_PV_FP8 || m == SA3_PV_FP8_F16ACC; }
 
 #ifdef __cplusplus
 }

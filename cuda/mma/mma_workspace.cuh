@@ -15,6 +15,7 @@ typedef struct sa3_mma_ws {
     int8_t *kq;        /* [B*Hkv][Skp][DP] INT8 of K - mean(K), zero past Sk and past D      */
     float *kscale;     /* [B*Hkv][Skp/64][4] scale per 64-key block and key group (j % 8) / 2  */
     float *ksum;       /* [B*Hkv][nchunks][DP] per-chunk column sums of K (for the mean)       */
+    float *kmean;      /* [B*Hkv][DP] the mean subtracted from K (0 without smoothing; the LSE) */
     float *vmax;       /* [B*Hkv][nchunks][DP] per-chunk column max|V| (FP8 PV only)          */
     uint8_t *vq;       /* [B*Hkv][DP][Skp] FP8 e4m3 of V^T, keys permuted per 32 (FP8 PV only) */
     float *vscale;     /* [B*Hkv][DP] max|V| / 448 per channel (FP8 PV only)                   */
@@ -42,6 +43,7 @@ static inline sa3_mma_ws sa3_mma_ws_layout(void *base, int64_t batch, int64_t he
     SA3_CARVE(kq, int8_t, bh * w.skp * w.dp)
     SA3_CARVE(kscale, float, bh * (w.skp / 16))
     SA3_CARVE(ksum, float, bh * w.nchunks * w.dp)
+    SA3_CARVE(kmean, float, bh * w.dp)
     if (fp8_pv) {
         SA3_CARVE(vmax, float, bh * w.nchunks * w.dp)
         SA3_CARVE(vq, uint8_t, bh * w.dp * w.skp)

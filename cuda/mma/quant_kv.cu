@@ -11,7 +11,8 @@
  *                 (key j in group (j % 8) / 2: the 16 keys one thread of the attention
  *                 kernel's mma layout multiplies, so each thread needs one scale per tile);
  *                 V -> FP8 e4m3
- *                 with one scale per channel, written transposed for the PV mma.
+ *                 with one scale per channel (max|V| -> 448, or -> 1.75 for fp16-accumulated
+ *                 P.V: attn_mma.cu), written transposed for the PV mma.
  * The mean needs every token before any token can be quantized, hence two passes (the extra
  * read of K is small next to the attention: NOTES.md).
  */
@@ -117,9 +118,11 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
             if (FP8) m = fmaxf(m, w.vmax[(bh * w.nchunks + c) * DP + tid]);
         }
         s_mean[tid] = p.smooth_k ? s / (float)p.seq_k : 0.f;
-        if (FP8) {
-            s_vinv[tid] = m >= 1.17549435e-38f ? 448.f / m : 0.f; /* subnormal max counts as 0 */
-            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = m / 448.f;
+        if (blockIdx.y == 0) w.kmean[bh * DP + tid] = s_mean[tid]; /* the attention epilogue's LSE term */
+        if (FP8) { /* max|V| -> 448, or SA3_PV_F16ACC_V_MAX where P.V accumulates in fp16 */
+            const float vt = p.pv_mode == SA3_PV_FP8_F16ACC ? SA3_PV_F16ACC_V_MAX : 448.f;
+            s_vinv[tid] = m >= 1.17549435e-38f ? vt / m : 0.f; /* subnormal max counts as 0 */
+            if (blockIdx.y == 0) w.vscale[bh * DP + tid] = m / vt;
         }
     }
     __syncthreads();
@@ -128,7 +131,12 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
         const int64_t tok0 = (int64_t)blockIdx.y * 256 + blk * 64;
         if (tok0 >= w.skp) break;
         float x[PER][8];
-        float amax[4] = {0.f, 0.f, 0.f, 0.f};
+        /* Every row this thread touches is in the same key group (r & 7) >> 1 (a pass moves
+         * kThreads / CPR rows, a multiple of 8): one running max in a register. Indexing
+         * amax[4] by the group instead put it in local memory (a 32-byte stack frame). */
+        static_assert((kThreads / CPR) % 8 == 0, "rows per pass keep a thread's key group");
+        const int my_g = ((tid / CPR) & 7) >> 1;
+        float my_max = 0.f;
 #pragma unroll
         for (int i = 0; i < PER; ++i) {
             const int idx = tid + i * kThreads, r = idx / CPR, c = idx % CPR;
@@ -138,18 +146,24 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
 #pragma unroll
                 for (int e = 0; e < 8; ++e) {
                     x[i][e] -= s_mean[c * 8 + e];
-                    amax[(r & 7) >> 1] = fmaxf(amax[(r & 7) >> 1], fabsf(x[i][e]));
+                    my_max = fmaxf(my_max, fabsf(x[i][e]));
                 }
             } else {
 #pragma unroll
                 for (int e = 0; e < 8; ++e) x[i][e] = 0.f;
             }
         }
+        float amax[4];
+#pragma unroll
+        for (int g = 0; g < 4; ++g) amax[g] = g == my_g ? my_max : 0.f;
         sa3_block_max4(amax, s_red);
         /* Same expressions as the reference: inv = 127/amax, q = rn(x*inv), scale = amax/127. */
         float inv[4];
 #pragma unroll
         for (int g = 0; g < 4; ++g) inv[g] = amax[g] >= 1.17549435e-38f ? 127.f / amax[g] : 0.f;
+        float my_inv = inv[0];
+#pragma unroll
+        for (int g = 1; g < 4; ++g) my_inv = g == my_g ? inv[g] : my_inv;
         if (tid == 0) {
 #pragma unroll
             for (int g = 0; g < 4; ++g) w.kscale[bh * (w.skp / 16) + tok0 / 16 + g] = amax[g] / 127.f;
@@ -160,7 +174,7 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
             uint32_t packed[2] = {0u, 0u};
 #pragma unroll
             for (int e = 0; e < 8; ++e) {
-                int q = __float2int_rn(x[i][e] * inv[(r & 7) >> 1]);
+                int q = __float2int_rn(x[i][e] * my_inv);
                 q = max(-127, min(127, q));
                 packed[e / 4] |= (uint32_t)(uint8_t)(int8_t)q << (8 * (e % 4));
             }
@@ -206,7 +220,7 @@ sa3_status sa3_quant_kv_typed(const sa3_attn_params *p, const sa3_mma_ws *w, cud
 
 template <int DP, typename T>
 sa3_status sa3_quant_kv_pv(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t s, char *err, size_t n) {
-    return p->pv_mode == SA3_PV_FP8 ? sa3_quant_kv_typed<DP, T, true>(p, w, s, err, n)
+    return sa3_pv_is_fp8(p->pv_mode) ? sa3_quant_kv_typed<DP, T, true>(p, w, s, err, n)
                                     : sa3_quant_kv_typed<DP, T, false>(p, w, s, err, n);
 }
 

@@ -1,0 +1,214 @@
+"""The mma family's GeForce configurations in SASS: no stack frame (spills), registers and static
+shared memory within what cuda/mma/mma_configs.h sized them for, on sm_89 and sm_120a.
+
+No GeForce card is available to us, so what the compiler produced is the check: the attention and
+quantization translation units are compiled here with -cubin for sm_89 and sm_120a (a few seconds
+each; the CI build itself is sm_90a only), and ptxas -v is read per kernel (plus `cuobjdump
+-res-usage` where one is found: the CI toolkit may have nvcc alone). Every SMALL row of
+mma_configs.h (what sm_86/89/120 cards run: their 99 KB per block picks the class) must show no
+stack frame and no spill traffic, static shared memory <= SA3_MMA_STATIC_SMEM (supports() adds that
+much to each row's dynamic bytes) and registers x threads x CTAS within the 64K register file. The dynamic shared memory of every row is a static_assert in attn_mma.cu
+(99 KB per block, CTAS blocks per 100 KB SM), so a row that outgrows it fails this compile.
+
+Skips (never fails) where nvcc is missing or nvcc lacks an arch; fails loudly when a
+spill appears. The LARGE rows (sm_80/sm_90 class) are compiled into the same cubins but never run
+on these cards; their numbers are printed, not asserted.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MMA = ROOT / "cuda" / "mma"
+ARCHS = ("sm_89", "sm_120a")
+ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*(F16|FP8_F16ACC|FP8)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
+                 r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)")
+# sa3_attn_mma_kernel<T, sa3_mma_cfg<DP, MT, FP8, QREG, LSUM, WARPS, STAGES>>, Itanium-mangled; the
+# fp16-accumulate FP8 rows wrap the configuration: sa3_fp8_f16acc<sa3_mma_cfg<...>>
+KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)NS_(14sa3_fp8_f16accINS_)?11sa3_mma_cfgILi(\d+)"
+                    r"ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)EEEE(?:EE)?Ev")
+
+
+def config_rows():
+    """(class, DP, pv, MT, QREG, LSUM, WARPS, STAGES, CTAS) of every mma_configs.h row."""
+    text = (MMA / "mma_configs.h").read_text()
+    rows = [(m[0], int(m[1]), m[2], *map(int, m[3:])) for m in ROW.findall(text)]
+    assert rows, "no X(...) rows found in cuda/mma/mma_configs.h"
+    return rows
+
+
+def static_smem_allowance() -> int:
+    m = re.search(r"#define\s+SA3_MMA_STATIC_SMEM\s+(\d+)", (MMA / "mma_configs.h").read_text())
+    assert m, "SA3_MMA_STATIC_SMEM not found in cuda/mma/mma_configs.h"
+    return int(m.group(1))
+
+
+def test_every_head_dim_has_a_configuration_per_class():
+    """Runs everywhere (no nvcc): LARGE serves every (padded head dim, P.V); SMALL serves every
+    head dim with the policy's GeForce default (FP8 P.V) and 16-bit P.V up to DP=128 (the DP=256
+    16-bit gap is documented in mma_configs.h and declined with smem_limit)."""
+    have = {(c, dp, pv) for c, dp, pv, *_ in config_rows()}
+    assert len(have) == len(config_rows()), "duplicate (class, DP, pv) rows"
+    for dp in (64, 128, 256):
+        assert {("LARGE", dp, "F16"), ("LARGE", dp, "FP8"), ("LARGE", dp, "FP8_F16ACC"), ("SMALL", dp, "FP8")} <= have
+    # fp16-accumulated FP8 (the GeForce default) up to DP=128; DP=256 goes to the FP8 row (mma_configs.h)
+    assert {("SMALL", 64, "F16"), ("SMALL", 128, "F16"), ("SMALL", 64, "FP8_F16ACC"),
+            ("SMALL", 128, "FP8_F16ACC")} <= have
+
+
+# ----------------------------------------------------------------------------- the toolchain
+def _toolkit_bin():
+    """The CUDA toolkit's bin/ (CUDA_HOME / CUDA_PATH, else the nvcc on PATH, through nvcc's own
+    --dryrun TOP= for wrapper scripts), or None."""
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        root = os.environ.get(var)
+        if root and (Path(root) / "bin" / "nvcc").exists():
+            return Path(root) / "bin"
+    nvcc = shutil.which("nvcc")
+    if not nvcc:
+        return None
+    res = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True)
+    for line in (res.stdout + res.stderr).splitlines():
+        m = re.search(r"TOP=(\S+)", line)
+        if m and (Path(m.group(1)) / "bin" / "nvcc").exists():
+            return Path(m.group(1)) / "bin"
+    return Path(nvcc).resolve().parent
+
+
+def _cuobjdump(bin_dir):
+    cand = [bin_dir / "cuobjdump"] if bin_dir else []
+    if shutil.which("cuobjdump"):
+        cand.append(Path(shutil.which("cuobjdump")))
+    spec = importlib.util.find_spec("nvidia")  # PyPI nvidia-cuda-cuobjdump
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        cand += sorted(Path(loc).glob("cu*/bin/cuobjdump"))
+    return next((str(c) for c in cand if c.exists()), None)
+
+
+def _ptxas_usage(text: str) -> dict:
+    """{mangled: {REG, STACK, SPILL, SHARED}} from ptxas -v (SHARED: the kernel's own static shared
+    memory; ptxas leaves out the 1 KB sm_90+ reserve that cuobjdump counts)."""
+    out, name = {}, None
+    for line in text.splitlines():
+        m = re.search(r"Function properties for (\S+)", line)
+        if m:
+            name = m.group(1)
+            out[name] = {"REG": 0, "STACK": 0, "SPILL": 0, "SHARED": 0}
+            continue
+        if name is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            out[name]["STACK"] = int(m.group(1))
+            out[name]["SPILL"] = int(m.group(2)) + int(m.group(3))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            out[name]["REG"] = int(m.group(1))
+            sm = re.search(r"(\d+) bytes smem", line)
+            out[name]["SHARED"] = int(sm.group(1)) if sm else 0
+            name = None
+    return out
+
+
+@pytest.fixture(scope="module")
+def sass(tmp_path_factory):
+    """{arch: {mangled: {REG, STACK, SPILL, SHARED[, CUOBJDUMP_SHARED]}}}: ptxas -v for every kernel
+    (needs only nvcc), plus cuobjdump -res-usage's static shared memory where cuobjdump is found."""
+    bin_dir = _toolkit_bin()
+    if bin_dir is None or not (bin_dir / "nvcc").exists():
+        pytest.skip("nvcc not found (CUDA_HOME, CUDA_PATH or PATH): SASS checks need it")
+    nvcc = str(bin_dir / "nvcc")
+    listed = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True).stdout.split()
+    archs = [a for a in ARCHS if a.rstrip("af") in listed]
+    if not archs:
+        pytest.skip(f"this nvcc supports none of {ARCHS}")
+    cuobjdump = _cuobjdump(bin_dir)
+    out = tmp_path_factory.mktemp("sass")
+    jobs = [(a, src) for a in archs for src in ("attn_mma.cu", "quant_kv.cu")]
+
+    def build(job):
+        arch, src = job
+        cubin = out / f"{Path(src).stem}_{arch}.cubin"
+        cmd = [nvcc, "-cubin", "-O3", "-std=c++17", "--expt-relaxed-constexpr", f"-arch={arch}", "-Xptxas=-v",
+               "-I", str(ROOT / "cuda" / "common"), "-I", str(MMA), str(MMA / src), "-o", str(cubin)]
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        assert res.returncode == 0, f"nvcc failed for {src} on {arch}:\n{res.stderr[-4000:]}"
+        return arch, cubin, res.stdout + res.stderr
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        built = list(pool.map(build, jobs))
+    result = {a: {} for a in archs}
+    for arch, cubin, log in built:
+        usage = _ptxas_usage(log)
+        assert usage, f"no ptxas -v lines for {cubin.name}"
+        if cuobjdump:
+            text = subprocess.run([cuobjdump, "-res-usage", str(cubin)], capture_output=True, text=True,
+                                  check=True).stdout
+            name = None
+            for line in text.splitlines():
+                m = re.match(r"\s*Function (\S+):", line)
+                if m:
+                    name = m.group(1)
+                elif name and "SHARED:" in line and name in usage:
+                    usage[name]["CUOBJDUMP_SHARED"] = int(re.search(r"SHARED:(\d+)", line).group(1))
+                    name = None
+        result[arch].update(usage)
+    return result
+
+
+def _attention_kernels(kernels):
+    """{(dtype, DP, MT, FP8, QREG, LSUM, WARPS, STAGES): usage} of the attention kernels."""
+    out = {}
+    for name, use in kernels.items():
+        m = KERNEL.search(name)
+        if m:
+            out[(m.group(1), int(m.group(2) is not None)) + tuple(int(x) for x in m.groups()[2:])] = (name, use)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_geforce_configurations_do_not_spill(sass, arch):
+    if arch not in sass:
+        pytest.skip(f"nvcc lacks {arch}")
+    kernels = _attention_kernels(sass[arch])
+    allowance = static_smem_allowance()
+    problems, table = [], []
+    for cls, dp, pv, mt, qreg, lsum, warps, stages, ctas in config_rows():
+        for dtype in ("6__half", "13__nv_bfloat16"):
+            key = (dtype, int(pv == "FP8_F16ACC"), dp, mt, int(pv != "F16"), qreg, lsum, warps, stages)
+            label = f"{cls} DP={dp} {pv} {'fp16' if 'half' in dtype else 'bf16'}"
+            if key not in kernels:
+                problems.append(f"{label}: kernel not in the {arch} cubin")
+                continue
+            name, use = kernels[key]
+            table.append(f"  {label:<28} REG {use['REG']:>3} STACK {use['STACK']:>3} SPILL {use['SPILL']:>3}")
+            if cls != "SMALL":
+                continue
+            regs = (use["REG"] + 7) // 8 * 8  # allocated per thread in units of 8
+            if use["STACK"] or use["SPILL"]:
+                problems.append(f"{label}: {use['STACK']} B stack frame, {use['SPILL']} B spill traffic in {name}")
+            static = use.get("CUOBJDUMP_SHARED", use["SHARED"] + (1024 if int(arch[3:].rstrip("af")) >= 90 else 0))
+            if static > allowance:
+                problems.append(f"{label}: {static} B static shared memory > SA3_MMA_STATIC_SMEM={allowance}")
+            if regs * 32 * warps * ctas > 65536:
+                problems.append(f"{label}: {use['REG']} registers x {32 * warps} threads x {ctas} CTAs > 64K")
+    print(f"\n{arch} attention kernels (SMALL rows asserted):\n" + "\n".join(table))
+    assert not problems, f"{arch}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_quantization_kernels_do_not_spill(sass, arch):
+    if arch not in sass:
+        pytest.skip(f"nvcc lacks {arch}")
+    quant = {n: u for n, u in sass[arch].items() if "sa3_attn_mma_kernel" not in n}
+    assert quant, f"no quantization kernels in the {arch} cubin"
+    bad = [f"{n}: STACK {u['STACK']} SPILL {u['SPILL']}" for n, u in quant.items() if u["STACK"] or u["SPILL"]]
+    assert not bad, "\n".join(bad)
