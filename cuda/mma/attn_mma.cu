@@ -21,6 +21,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "mma_configs.h"
@@ -651,6 +652,16 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     auto kernel = sa3_attn_mma_kernel<T, C>;
     SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                  "cudaFuncSetAttribute");
+    /* Consumer limits: the SM's carveout as on the emulated card (-1 = the driver's choice). Set
+     * only when it changes, per kernel and device (a race sets the same value twice; 0, the
+     * initial value, is never asked for). */
+    static std::atomic<int> carveout[64];
+    if (p->device < 0 || p->device >= 64 ||
+        carveout[p->device].load(std::memory_order_relaxed) != p->smem_carveout) {
+        SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, p->smem_carveout),
+                     "cudaFuncSetAttribute");
+        if (p->device >= 0 && p->device < 64) carveout[p->device].store(p->smem_carveout, std::memory_order_relaxed);
+    }
     const dim3 grid((unsigned)sa3_ceil_div(p->seq_q, C::BQ), (unsigned)p->heads_q, (unsigned)p->batch);
     kernel<<<grid, C::THREADS, C::SMEM, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("attn_mma launch");
