@@ -85,10 +85,10 @@ PyObject *sa3_py_device_info(PyObject *module, PyObject *args) {
     }
     /* sm_arch/smem_*: what families and the policy decide with (a GeForce class's under
      * consumer limits); hw_arch, hw_smem_*: the GPU's own */
-    d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:N,s:N}", "name", name, "sm_arch", f->sm_arch, "sm_count",
-                      f->sm_count, "smem_optin", f->smem_optin, "smem_per_sm", f->smem_per_sm, "hw_arch",
+    d = Py_BuildValue("{s:s,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:N,s:N}", "name", name, "sm_arch", f->sm_arch,
+                      "sm_count", f->sm_count, "smem_optin", f->smem_optin, "smem_per_sm", f->smem_per_sm, "hw_arch",
                       f->hw_arch, "hw_smem_optin", raw.smem_optin, "hw_smem_per_sm", raw.smem_per_sm,
-                      "consumer_limits", limits, "families", fams);
+                      "smem_carveout", f->smem_carveout, "consumer_limits", limits, "families", fams);
     return d;
 }
 

@@ -356,6 +356,7 @@ static int sa3_facts_arg(sa3_module_state *st, PyObject *obj, const sa3_problem 
         return -1;
     if (out->smem_per_sm < 0) out->smem_per_sm = out->smem_optin + 1024; /* one block's reserve */
     if (out->hw_arch < 0) out->hw_arch = out->sm_arch;
+    out->smem_carveout = -1;
     return 0;
 }
 

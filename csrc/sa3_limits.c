@@ -31,5 +31,10 @@ void sa3_limits_apply(int profile, sa3_device_facts *facts) {
     p = &sa3_profiles[profile];
     facts->sm_arch = p->sm_arch;
     if (facts->smem_optin > p->smem_optin) facts->smem_optin = p->smem_optin;
-    if (facts->smem_per_sm > p->smem_per_sm) facts->smem_per_sm = p->smem_per_sm;
+    if (facts->smem_per_sm > p->smem_per_sm) {
+        /* rounded down: the driver rounds a carveout up to its next supported size (on sm_90
+         * 43% of 228 KB -> 100 KB; 44% would give 132 KB) */
+        facts->smem_carveout = (int)(100LL * p->smem_per_sm / facts->smem_per_sm);
+        facts->smem_per_sm = p->smem_per_sm;
+    }
 }

@@ -179,6 +179,12 @@ def _driver_version() -> Optional[str]:
     return None
 
 
+def _consumer_limits():
+    from . import _limits
+
+    return _limits.mode()
+
+
 def environment(torch) -> dict:
     from . import __version__
 
@@ -198,6 +204,8 @@ def environment(torch) -> dict:
         "python": platform.python_version(),
         "sageattn3": __version__,
         "build": _C.build_info() if _C is not None else None,
+        # SAGEATTN3_CONSUMER_LIMITS (sageattn3/_limits.py): the kernels took a GeForce card's host path
+        "consumer_limits": _consumer_limits(),
         "git": _git_commit(),
         "argv": sys.argv[1:],
     }
@@ -759,7 +767,9 @@ def run(args, shapes: List[Shape], stream=None) -> dict:
     print(f"bench: {env['card']} (sm_{env['sm_arch']}, {env['sm_count']} SMs), driver {env['driver']}, "
           f"torch {env['torch']} CUDA {env['torch_cuda']} cuDNN {env['cudnn']}, sageattn3 {env['sageattn3']} "
           f"(kernels: {'yes, ' + ','.join(env['build'].get('cuda_archs') or []) if env['build'] and env['build'].get('cuda') else 'no'}), "
-          f"commit {(env['git'] or {}).get('commit')}", file=sys.stderr, flush=True)
+          f"commit {(env['git'] or {}).get('commit')}"
+          + (f"; CONSUMER LIMITS {env['consumer_limits']} (a GeForce card's host path on this GPU's binary)"
+             if env.get("consumer_limits") else ""), file=sys.stderr, flush=True)
     found = [] if args.no_peers else _peers.discover(torch, env["sm_arch"])
     env["peers"] = [p.facts() for p in found]
     peers = [p for p in found if p.available]

@@ -10,8 +10,9 @@ policy picks FP8 P.V, the hopper family declines (sm_90 only), the self-test run
 (family, sm_120) pair is verified).
 
 What it can't change: the kernels run the GPU's own binary (sm_90a SASS on an H200), where FP8
-mma.sync is emulated (F2FP unpack + HMMA) and the H200's SM still has 228 KB of shared memory
-(the limit per block is enforced by the configuration choice, not by the hardware). README
+mma.sync is emulated (F2FP unpack + HMMA) and the H200's SM has 228 KB of shared memory (the limit
+per block is kept by the configuration choice; the mma launches ask for a 100 KB carveout per SM, a
+preference the driver may override). README
 and cuda/mma/NOTES.md list what differs on real GeForce hardware.
 """
 from __future__ import annotations

@@ -41,10 +41,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MMA = ROOT / "cuda" / "mma"
-ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*(F16|FP8)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
+ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*([A-Z0-9_]+)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
                  r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)")
-KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)NS_11sa3_mma_cfgILi(\d+)ELi(\d+)ELb([01])"
-                    r"ELb([01])ELb([01])ELi(\d+)ELi(\d+)EEEEEv")
+KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)N(?:S_\d+([A-Za-z_]\w*?)IN)?S_11sa3_mma_cfgI"
+                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)E")
 INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 
 CARDS = {  # published: SMs, boost clock (GHz); per-SM-per-clock rates below are the same for both
@@ -237,14 +237,18 @@ def main(argv=None) -> int:
             funcs = {}
             for name, insns in split_functions(sass).items():
                 m = KERNEL.search(name)
-                if m:
-                    funcs[(m.group(1),) + tuple(int(x) for x in m.groups()[1:])] = insns
+                if m:  # wrapper: "" for a plain configuration, e.g. sa3_fp8_f16acc for a P.V variant
+                    funcs[(m.group(1), m.group(2) or "") + tuple(int(x) for x in m.groups()[2:])] = insns
             card_name, card = next((n, c) for n, c in CARDS.items() if c["arch"].rstrip("a") == arch.rstrip("a"))
             for cls, dp, pv, mt, qreg, lsum, warps, stages, ctas in rows:
-                key = ("13__nv_bfloat16", dp, mt, int(pv == "FP8"), qreg, lsum, warps, stages)
-                if key not in funcs:
+                suffix = pv.split("_", 1)[1].lower() if "_" in pv else ""
+                hit = [v for (dt, wr, *rest), v in funcs.items()
+                       if dt == "13__nv_bfloat16" and tuple(rest) == (dp, mt, int(pv.startswith("FP8")), qreg, lsum,
+                                                                       warps, stages)
+                       and (wr == "" if not suffix else suffix in wr.lower())]
+                if not hit:
                     continue
-                c = analyse(funcs[key])
+                c = analyse(hit[0])
                 est = estimate(c, 16 * mt, dp, card)
                 report["rows"].append({"arch": arch, "card": card_name, "class": cls, "dp": dp, "pv": pv, "mt": mt,
                                        "warps": warps, "stages": stages, "ctas": ctas, "counts": c, "estimate": est})

@@ -50,6 +50,8 @@ def test_facts_under_the_mode(sm120):
     assert f["smem_optin"] == 101376 and f["smem_per_sm"] == 102400
     assert f["hw_arch"] == 10 * torch.cuda.get_device_capability()[0] + torch.cuda.get_device_capability()[1]
     assert f["hw_smem_optin"] > 101376  # the H200's own 227 KB
+    # launches ask for a carveout of the SM's shared memory that rounds up to 100 KB
+    assert f["smem_carveout"] == 100 * 102400 // f["hw_smem_per_sm"]
     q = torch.zeros(1, 1, 64, 128, dtype=torch.bfloat16, device="cuda")
     p = _C.problem(q, q, q)
     assert p.sm_arch == 120

@@ -23,6 +23,7 @@ extern "C" sa3_status sa3_cuda_device_facts(int device, sa3_device_facts *facts,
                  "cudaDeviceGetAttribute");
     facts->sm_arch = major * 10 + minor;
     facts->hw_arch = facts->sm_arch;
+    facts->smem_carveout = -1;
     if (name && name_len) {
         cudaDeviceProp prop;
         SA3_CUDA_TRY(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");

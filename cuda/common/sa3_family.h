@@ -86,6 +86,11 @@ typedef struct sa3_device_facts {
     int smem_optin;  /* max shared memory per block after opt-in (static + dynamic), bytes */
     int smem_per_sm; /* max shared memory per SM, bytes: CTAs per SM */
     int hw_arch;     /* 10*major + minor of the GPU itself (= sm_arch outside consumer limits) */
+    /* -1: the driver's shared-memory carveout. Under consumer limits the percentage of this
+     * GPU's shared memory per SM that smem_per_sm is, for launches to request
+     * (cudaFuncAttributePreferredSharedMemoryCarveout) so an SM holds as many CTAs as the
+     * emulated card's would. */
+    int smem_carveout;
 } sa3_device_facts;
 
 /* Where and with what a launch runs. */

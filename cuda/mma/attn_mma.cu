@@ -22,6 +22,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "mma_configs.h"
@@ -802,6 +803,18 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     auto kernel = sa3_attn_mma_kernel<T, C>;
     SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                  "cudaFuncSetAttribute");
+    /* Consumer limits: the SM's carveout as on the emulated card (-1 = the driver's choice). Set
+     * only when it changes, per kernel and device; held as value + 1 so the zero-initialised
+     * state means "never set" = -1, and calls outside consumer limits never make this call. A
+     * race sets the same value twice. */
+    static std::atomic<int> carveout_plus1[64];
+    const bool known = p->device >= 0 && p->device < 64;
+    if (!known ? p->smem_carveout != -1
+               : carveout_plus1[p->device].load(std::memory_order_relaxed) != p->smem_carveout + 1) {
+        SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, p->smem_carveout),
+                     "cudaFuncSetAttribute");
+        if (known) carveout_plus1[p->device].store(p->smem_carveout + 1, std::memory_order_relaxed);
+    }
     const dim3 grid((unsigned)sa3_ceil_div(p->seq_q, C::BQ), (unsigned)p->heads_q, (unsigned)p->batch);
     kernel<<<grid, C::THREADS, C::SMEM, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("attn_mma launch");

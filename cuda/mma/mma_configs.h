@@ -54,7 +54,7 @@ typedef enum sa3_mma_class {
     X(SMALL,  64, FP8, 2, 1, 1, 4, 3, 2)       \
     X(SMALL, 128, F16, 1, 0, 1, 8, 3, 1)       \
     X(SMALL, 128, FP8, 2, 0, 1, 4, 2, 2)       \
-    X(SMALL, 256, FP8, 1, 0, 0, 4, 2, 1)       \
+    X(SMALL, 256, FP8, 1, 0, 0, 8, 2, 1)       \
     X(SMALL,  64, FP8_F16ACC, 2, 1, 1, 4, 3, 2) \
     X(SMALL, 128, FP8_F16ACC, 1, 0, 1, 4, 2, 2)
 /* clang-format on */

@@ -119,6 +119,7 @@ sa3_status mma_launch(const sa3_problem *p, const sa3_options *opt, const sa3_la
     a.device = p->device;
     a.sm_arch = ctx->device.sm_arch;
     a.cfg_class = sa3_mma_class_of(&ctx->device);
+    a.smem_carveout = ctx->device.smem_carveout;
     return sa3_mma_run(&a, ctx->stream, err, err_len);
 }
 

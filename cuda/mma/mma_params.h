@@ -55,6 +55,7 @@ typedef struct sa3_attn_params {
     int device;  /* CUDA device ordinal the tensors live on */
     int sm_arch; /* 10*major+minor the family decided for (sa3_device_facts.sm_arch), e.g. 90 */
     int cfg_class; /* sa3_mma_class (mma_configs.h) whose configurations run this call */
+    int smem_carveout; /* sa3_device_facts.smem_carveout: -1, or the percentage consumer limits ask for */
 } sa3_attn_params;
 
 /* Both FP8 P.V modes quantize V to FP8 (workspace V^T, per-channel scales); they differ in V's
