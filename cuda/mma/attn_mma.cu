@@ -429,7 +429,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
         float qk = 0.f;
 #pragma unroll 4
         for (int c = 0; c < CPL; ++c) {
-            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + c * 16);
+            uint4 raw = *reinterpret_cast<const uint4 *>(stage_row + (((stage_c0 + c) ^ (my_row & 7)) << 4));
             const T *h = reinterpret_cast<const T *>(&raw);
             const float4 k0 = *reinterpret_cast<const float4 *>(km + c * 8);
             const float4 k1 = *reinterpret_cast<const float4 *>(km + c * 8 + 4);
