@@ -102,6 +102,9 @@ static PyMethodDef sa3_methods[] = {
      "the one validation of an attention call (TypeError/ValueError naming the argument)."},
     {"families", (PyCFunction)sa3_py_families, METH_NOARGS,
      "families() -> tuple of {'name', 'archs'}: the kernel families compiled into this build."},
+    {"family_test", (PyCFunction)sa3_py_family_test, METH_VARARGS,
+     "family_test(family, name, args, nout, stream) -> tuple of ints: a family's test-only entry point "
+     "(raw device pointers, unchecked: tests only)."},
     {"device_info", (PyCFunction)sa3_py_device_info, METH_VARARGS,
      "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, families (compiled ones that run here)."},
     {NULL, NULL, 0, NULL},

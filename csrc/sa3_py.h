@@ -25,5 +25,6 @@ int sa3_problem_type_init(PyObject *module);
 /* py_device.c: device facts and the families compiled. */
 PyObject *sa3_py_device_info(PyObject *module, PyObject *args);
 PyObject *sa3_py_families(PyObject *module, PyObject *unused);
+PyObject *sa3_py_family_test(PyObject *module, PyObject *args);
 
 #endif /* SA3_PY_H */
