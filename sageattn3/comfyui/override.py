@@ -39,6 +39,11 @@ ComfyUI's own attention.
   With KSamplerAdvanced the schedule is the run's own slice, so "first steps" of a Wan 2.2
   low-noise expert are the first steps that expert runs.
 
+With kernel="nvfp4", the first/last `eight_bit_steps` sampling steps run on the 8-bit family
+instead (EIGHT_BIT_KERNEL): NVFP4 attention on every step shows artifacts and flicker on Wan 2.2,
+and SageAttention3 recommends 8-bit attention on the first and last steps. Same step rule as
+above (and the full-precision rule wins where both apply).
+
 Run boundaries come from an OUTER_SAMPLE wrapper (`outer_sample`) that the node registers on the
 cloned model: it resets this model's counters when a sampling run starts and logs one line when
 it ends (which kernel served how many calls, how many went to ComfyUI's attention and why).
@@ -62,6 +67,10 @@ _KNOWN_KWARGS = frozenset({
     "q", "k", "v", "query", "key", "value", "heads", "mask", "attn_precision", "skip_reshape",
     "skip_output_reshape", "transformer_options", "_inside_attn_wrapper",
 })
+
+# The family that serves the 8-bit steps of a kernel="nvfp4" run (the 8-bit kernel of the
+# GPUs nvfp4 is for; on Hopper, where nvfp4 runs emulated for testing, mma runs there too).
+EIGHT_BIT_KERNEL = "mma"
 
 # Fallback reasons we produce ourselves (fixed strings keep the counters small).
 R_KERNEL_SDPA = "kernel 'sdpa' chosen on the node"
@@ -145,10 +154,16 @@ class Sage3Override:
 
     def __init__(self, *, kernel: str = "auto", schedule: Schedule = Schedule(),
                  previous=None, label: str = "model", print_backend: bool = True,
-                 pv: str = "auto"):
+                 pv: str = "auto", eight_bit_steps: Tuple[int, int] = (0, 0)):
         if kernel not in _dispatch.KERNELS:
             raise ValueError(f"kernel must be one of {_dispatch.KERNELS}, got {kernel!r}")
+        first8, last8 = eight_bit_steps
+        for name, value in (("eight_bit_first_steps", first8), ("eight_bit_last_steps", last8)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self.kernel = kernel
+        self.eight_bit_steps = (first8, last8)
+        self._uses_8bit = kernel == "nvfp4" and (first8 > 0 or last8 > 0)
         self.pv = pv
         self.schedule = Schedule(*schedule).validate()
         self.previous = previous
@@ -169,6 +184,7 @@ class Sage3Override:
 
     def __repr__(self) -> str:
         return (f"Sage3Override(kernel={self.kernel!r}, schedule={tuple(self.schedule)}, "
+                f"eight_bit_steps={self.eight_bit_steps}, "
                 f"label={self.label!r}, previous={'yes' if self.previous is not None else 'no'})")
 
     # ------------------------------------------------------------------ counters
@@ -276,6 +292,16 @@ class Sage3Override:
                     return R_LAST_STEPS
         return None
 
+    def _kernel_for(self, to) -> str:
+        """The kernel= of this call: EIGHT_BIT_KERNEL on a kernel="nvfp4" run's 8-bit steps."""
+        pos = self._step(to) if to is not None else None
+        if pos is None:
+            self.notes.add(NOTE_NO_STEPS)
+            return self.kernel
+        step, total = pos
+        first8, last8 = self.eight_bit_steps
+        return EIGHT_BIT_KERNEL if step < first8 or step >= total - last8 else self.kernel
+
     # ------------------------------------------------------------------ the override
     def _hand_back(self, reason: str, func, args, kwargs):
         self.fallback[reason] = self.fallback.get(reason, 0) + 1
@@ -334,8 +360,9 @@ class Sage3Override:
             out = _op.attention(q, k, v, layout, h or 0, False, None, self.kernel, self.pv)
             self.compiled_calls += 1
         else:
+            kernel = self._kernel_for(to) if self._uses_8bit else self.kernel
             out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h,
-                                                  kernel=self.kernel, pv=self.pv)
+                                                  kernel=kernel, pv=self.pv)
             if out is None:
                 return self._hand_back(reason, func, args, kwargs)
             self.served += 1
