@@ -60,6 +60,13 @@ VERIFIED: Dict[Tuple[str, int], str] = {
                     "benchmarks/results/2026-12-01_nvidia-h200.json)",
 }
 
+# (family, sm_arch) pairs where the family runs, but with an emulation of its key instruction
+# (for testing on hardware we have): correct, far too slow to serve or benchmark. auto never
+# lists them (AUTO_ORDER); kernel=<family> still runs them; the benchmark skips them.
+EMULATED: Dict[Tuple[str, int], str] = {
+    ("nvfp4", 90): "the block-scaled FP4 MMA of sm_120a is emulated on sm_90 (cuda/nvfp4/nvfp4_mma.cuh)",
+}
+
 # kernel= choices: "auto", each family (forced: calls it can't serve go to SDPA), "sdpa".
 KERNEL_CHOICES: Tuple[str, ...] = ("auto",) + FAMILIES + ("sdpa",)
 

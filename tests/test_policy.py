@@ -127,3 +127,10 @@ def test_why_no_kernels(monkeypatch):
     assert _dispatch.why_no_kernels(0) is None
     facts = {"name": "RTX 4090", "sm_arch": 89, "families": ["mma"]}
     assert _dispatch.why_no_kernels(0) is None
+
+
+def test_emulated_pairs_are_never_chosen_by_auto():
+    for (fam, arch) in _policy.EMULATED:
+        assert fam in _policy.FAMILIES
+        assert all(e == "sdpa" or e[0] != fam for e in _policy.plan(arch, "auto", "auto"))
+        assert (fam, arch) not in _policy.VERIFIED
