@@ -9,6 +9,7 @@
  *   m_new = max(m, max s); alpha = exp2(m - m_new); p = exp2(s - m_new); l = l*alpha + sum p;
  *   P to NVFP4 with g_p = exp2(max s - m_new) / 2688 (= the block's largest p), groups of 16
  *   keys; blk = P.V block-scaled (fresh accumulators); O = O*alpha + blk*g_p.
+ * (O * alpha + blk * g_p is one FFMA here, two roundings in the reference: 1 ulp of O.)
  * At the end out = (O * g_v) / l. The P fragments come from the S accumulators in registers:
  * a lane holds keys 8j+2t, 8j+2t+1 of every 8-key tile j, the A operand wants keys 8t..8t+7,
  * so the code bytes are transposed inside each quad (quad_transpose, two shuffles per word)
@@ -156,15 +157,21 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
                 sa3_fp4_mma(s[j], qa[c], kb, qsf[c], ksf);
             }
         }
-        /* scale, mask, row max */
+        /* scale, mask (key j of the tile visible iff j < lim: past Sk and, causal, past the row), row max */
+        int lim[2];
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            int64_t end = p.seq_k;
+            if (p.is_causal) end = min(end, row[r] + 1);
+            lim[r] = (int)max((int64_t)0, min((int64_t)kBK, end - kt * kBK)) - 2 * t; /* vs 8j + (e&1) */
+        }
         float bmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-                const int64_t key = kt * kBK + 8 * j + 2 * t + (e & 1);
                 float v = __fmul_rn(s[j][e], sc);
-                if (key >= p.seq_k || (p.is_causal && key > row[e / 2])) v = -INFINITY;
+                if (8 * j + (e & 1) >= lim[e / 2]) v = -INFINITY;
                 s[j][e] = v;
                 bmax[e / 2] = fmaxf(bmax[e / 2], v);
             }
@@ -205,7 +212,7 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
                 psf[r] |= bs << (8 * i);
 #pragma unroll
                 for (int jj = 2 * i; jj < 2 * i + 2; ++jj) {
-                    const uint32_t byte = sa3_nvfp4_code(s[jj][2 * r], inv) | (sa3_nvfp4_code(s[jj][2 * r + 1], inv) << 4);
+                    const uint32_t byte = sa3_nvfp4_code_pair(s[jj][2 * r], s[jj][2 * r + 1], inv);
                     word[r][jj / 4] |= byte << (8 * (jj % 4));
                 }
             }
@@ -224,7 +231,7 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
             sa3_fp4_mma(blk, pa, vb, pscale, sm.vs[st][8 * nd + g]);
 #pragma unroll
             for (int e = 0; e < 4; ++e)
-                o[nd][e] = __fadd_rn(__fmul_rn(o[nd][e], alpha[e / 2]), __fmul_rn(blk[e], gp[e / 2]));
+                o[nd][e] = fmaf(o[nd][e], alpha[e / 2], __fmul_rn(blk[e], gp[e / 2]));
         }
         __syncthreads(); /* the next iteration's prefetch overwrites this stage */
     }

@@ -48,3 +48,20 @@ __device__ __forceinline__ uint32_t sa3_nvfp4_scale(float amax, float g, float r
 __device__ __forceinline__ uint32_t sa3_nvfp4_code(float x, float inv) {
     return inv > 0.0f ? sa3_f32_to_e2m1(__fmul_rn(x, inv)) : 0u;
 }
+
+/* The code byte of two values (lo in the lower nibble) given inv. On sm_120a one
+ * cvt.rn.satfinite.e2m1x2.f32 (RNE, satfinite: the conversion sa3_f32_to_e2m1 mirrors; the
+ * second source goes to the lower nibble); elsewhere the software conversion. The attention
+ * kernel's P (>= 0) uses it; x * 0 = 0 encodes as 0, so inv == 0 needs no test there. */
+__device__ __forceinline__ uint32_t sa3_nvfp4_code_pair(float lo, float hi, float inv) {
+#if defined(__CUDA_ARCH_FEAT_SM120_ALL) || defined(__CUDA_ARCH_FEAT_SM121_ALL)
+    uint32_t out;
+    asm("{\n.reg .b8 b;\ncvt.rn.satfinite.e2m1x2.f32 b, %1, %2;\ncvt.u32.u8 %0, b;\n}"
+        : "=r"(out)
+        : "f"(__fmul_rn(hi, inv)), "f"(__fmul_rn(lo, inv)));
+    return out;
+#else
+    return sa3_nvfp4_code(lo, inv) | (sa3_nvfp4_code(hi, inv) << 4);
+#endif
+}
+
