@@ -128,10 +128,13 @@ def test_mma_fragment_layout_matches_a_plain_matrix_product():
     exact = c.astype(np.float64) + terms.sum(axis=1)
     tol = 1e-6 * (np.abs(c) + np.abs(terms).sum(axis=1)) + 1e-30
     assert (np.abs(d - exact) <= tol).all()
-    if binary >= 120:  # the native instruction ran too: same product, its own summation order
+    if binary >= 120:  # the native instruction ran too: same product, its own (undocumented) accumulation
         dn = tdn.cpu().numpy()
         assert np.isfinite(dn).all(), "native MMA left outputs unwritten"
-        assert (np.abs(dn - exact) <= tol).all(), "native MMA differs from the exact product (layout?)"
+        # a wrong fragment or scale mapping is off by O(1); the hardware's internal precision is unknown
+        loose = 1e-3 * (np.abs(c) + np.abs(terms).sum(axis=1)) + 1e-30
+        bad = np.argwhere(np.abs(dn - exact) > loose)
+        assert not len(bad), f"native MMA differs from the exact product (layout?) at (problem, row, col) {bad[:5]}"
 
 
 # ----------------------------------------------------------------------------- quantization
