@@ -66,8 +66,10 @@ __global__ void __launch_bounds__(kThreads) nvfp4_stats_kernel(const sa3_nvfp4_p
         if (threadIdx.x < DP) {
             /* the reference's order: token order inside the chunk */
             float s = 0.f;
-            if (threadIdx.x < p.head_dim)
-                for (int64_t t = t0; t < t1; ++t) s = __fadd_rn(s, static_cast<float>(kg[t * p.k_stride_s + threadIdx.x]));
+            if (threadIdx.x < p.head_dim) {
+                const T *col = kg + t0 * p.k_stride_s + threadIdx.x;
+                for (int64_t t = t0; t < t1; ++t, col += p.k_stride_s) s = __fadd_rn(s, static_cast<float>(*col));
+            }
             w.ksum[(bh * w.nck + c) * DP + threadIdx.x] = s;
         }
         const float m = block_max<kThreads>(tile_amax(vg, p.v_stride_s, t0, t1, p.head_dim, nullptr), scratch);
