@@ -26,7 +26,8 @@ import sageattn3  # noqa: E402
 from sageattn3 import _check, _dispatch, _selftest  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import make_qkv, ref64, rel_l1, to_hnd  # noqa: E402
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler,  # noqa: E402
+                         ref64, rel_l1, to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "nvfp4" in _C.device_info(torch.cuda.current_device()).get("families", []))
@@ -309,6 +310,21 @@ def test_workspace_is_all_the_kernel_needs():
         out, _, _ = _run(q, k, v)
         ref = _reference(q, k, v, causal=False).to(torch.bfloat16)
         assert rel_l1(out.float().cpu(), ref.double()) <= REF_BOUND
+
+
+def test_deterministic_and_cuda_graph_capture():
+    """No atomics, no hidden state: two runs agree bit for bit; a captured graph replays on new
+    inputs like an eager call (the first eager call there runs the self-test, outside capture)."""
+    q, k, v = make_qkv(1, 2, 2, 700, 900, 128)
+    a, _, _ = _run(q, k, v)
+    b, _, _ = _run(q, k, v)
+    assert torch.equal(a, b)
+    assert_graph_replays("nvfp4")
+
+
+@needs_c_compiler
+def test_torch_compile_fullgraph():
+    assert_compiles_fullgraph("nvfp4")
 
 
 # ----------------------------------------------------------------------------- self-test
