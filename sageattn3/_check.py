@@ -417,12 +417,12 @@ def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
 # has and the reference's scale-group arguments. mma: INT8 scales follow its mma.sync layout;
 # hopper: one Q scale per row, one K scale per 128-key block, FP8 P.V only.
 # nvfp4: one numerics whatever pv says (NVFP4 Q, K, P, V; "mode" names the reference mode),
-# KV blocks of 64 keys, no Q smoothing (the kernel has none yet).
+# KV blocks of 64 keys, Q minus its mean per 64-row block (the kernel's CTA tile).
 FAMILY_NUMERICS = {
     "mma": {"pvs": ("fp16", "fp8"), "ref": {"granularity": "mma"}},
     "hopper": {"pvs": ("fp8",), "ref": {"granularity": "block", "q_block": 1, "k_block": 128}},
-    "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64,
-                                                          "per_block_mean": False}},
+    "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64, "q_block": 64,
+                                                          "per_block_mean": True}},
 }
 
 

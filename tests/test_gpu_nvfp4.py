@@ -5,7 +5,8 @@ and the layout test also compares it with the emulation.
   * the MMA fragment layout on its own: random packed fragments through the emulated MMA (and
     the native one where it runs) against a plain matrix product, bit-exact against an fp32
     mirror of the emulation's order, tight against float64;
-  * the pre-pass: the workspace's codes, block scales, second-level scales and K mean equal a
+  * the pre-pass: the workspace's codes, block scales, second-level scales, K mean and Q block
+    means equal a
     NumPy mirror of the C reference's NVFP4 quantization (csrc/sa3_reference.c) bit for bit;
   * the attention against the C reference in mode nvfp4 (REF_BOUND, derived below) and against
     float64 (_check.bound("nvfp4")), odd lengths, GQA/MQA, causal, HND/NHD/NHD_FLAT, fp16/bf16,
@@ -71,8 +72,7 @@ def _run(q, k, v, *, layout="HND", heads=None, causal=False, scale=None, lse=Fal
 def _reference(qh, kh, vh, *, causal, scale=None, lse=False):
     arr = [t.float().cpu().numpy() for t in (qh, kh, vh)]
     r = _C.reference_attention(*arr, mode="nvfp4", is_causal=causal, sm_scale=scale, smooth_k=True,
-                               per_block_mean=False, k_block=64, layout="HND", granularity="block",
-                               return_lse=lse)
+                               return_lse=lse, **_check.FAMILY_NUMERICS["nvfp4"]["ref"])
     if lse:
         return torch.from_numpy(np.asarray(r[0])), torch.from_numpy(np.asarray(r[1]))
     return torch.from_numpy(np.asarray(r))
@@ -172,6 +172,18 @@ def _kmean(k):
     return (total / np.float32(k.shape[0])).astype(np.float32)
 
 
+def _qblock_means(q):
+    """(S, D) float32 -> (ceil(S/64), D) means per 64-row block, rows summed in order (the
+    reference's per_block_mean with q_block 64)."""
+    out = []
+    for r0 in range(0, q.shape[0], 64):
+        part = np.zeros(q.shape[1], dtype=np.float32)
+        for r in range(r0, min(r0 + 64, q.shape[0])):
+            part = (part + q[r]).astype(np.float32)
+        out.append((part / np.float32(min(64, q.shape[0] - r0))).astype(np.float32))
+    return np.stack(out)
+
+
 def _nibbles(raw):
     """uint8 (..., n) -> e2m1 values (..., 2n), lower nibble first."""
     lo, hi = E2M1[raw & 15], E2M1[raw >> 4]
@@ -190,8 +202,8 @@ def test_quantization_is_bit_exact(b, hq, hkv, sq, sk, d, layout, dtype):
     copies = [t.clone() for t in (q, k, v)]
     _, ws, _ = _run(q, k, v, layout=layout, heads=heads)
     assert all(torch.equal(x, y) for x, y in zip((q, k, v), copies)), "inputs were modified"
-    off = _C.family_test("nvfp4", "ws_layout", [b, hq, hkv, sq, sk, d], 14, 0)
-    o_qc, o_qs, o_kc, o_ks, o_vc, o_vs, o_km, o_gq, o_gk, o_gv, sqp, skp, dp, nbytes = off
+    off = _C.family_test("nvfp4", "ws_layout", [b, hq, hkv, sq, sk, d], 15, 0)
+    o_qc, o_qs, o_kc, o_ks, o_vc, o_vs, o_km, o_gq, o_gk, o_gv, o_qm, sqp, skp, dp, nbytes = off
     assert nbytes == ws.numel()
     w = ws.cpu().numpy()
 
@@ -229,7 +241,10 @@ def test_quantization_is_bit_exact(b, hq, hkv, sq, sk, d, layout, dtype):
             assert np.array_equal(got_s, bs), "V block scales"
         for h in range(hq):
             i = bb * hq + h
-            qq = qh[bb, h]
+            qm = _qblock_means(qh[bb, h])
+            got_qm = f32(o_qm, b * hq * (sqp // 64) * dp).reshape(b * hq, sqp // 64, dp)[i, :, :d]
+            assert np.array_equal(got_qm[:len(qm)], qm), "Q block means"
+            qq = (qh[bb, h] - np.repeat(qm, 64, axis=0)[:sq]).astype(np.float32)
             gq = np.float32(np.abs(qq).max()) / np.float32(2688)
             assert f32(o_gq, b * hq)[i] == gq, "Q second-level scale"
             qp = np.zeros((sqp, dp), np.float32)
@@ -278,6 +293,19 @@ def test_layouts_and_head_dims(layout, d):
     ref = _reference(qh, kh, vh, causal=False).to(torch.bfloat16)
     assert rel_l1(oh.float().cpu(), ref.double()) <= REF_BOUND
     assert rel_l1(oh, ref64(qh, kh, vh)) <= _f64_bound(d)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_q_with_a_channel_offset(causal):
+    """Q with a large per-channel offset (what Q smoothing is for): the kernel subtracts each
+    64-row block's mean before NVFP4 and adds dot(mean, K_j) back per key, so its error stays
+    NVFP4's and it still matches the reference."""
+    q, k, v = make_qkv(1, 2, 2, 333, 517, 128, dtype=torch.bfloat16)
+    q = (q.float() + 2.0 * torch.randn(1, 2, 1, 128, device="cuda")).to(torch.bfloat16)
+    out, _, _ = _run(q, k, v, causal=causal)
+    ref = _reference(q, k, v, causal=causal).to(torch.bfloat16)
+    assert rel_l1(out.float().cpu(), ref.double()) <= REF_BOUND
+    assert rel_l1(out, ref64(q, k, v, causal=causal)) <= _f64_bound(128)
 
 
 def test_scale_and_long_causal_rows_vs_float64():

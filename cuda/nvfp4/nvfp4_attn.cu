@@ -5,7 +5,10 @@
  * in tiles of 64 (= the reference's k_block 64, so the online softmax rescales at the same
  * points). K and V tiles are double-buffered in shared memory with cp.async. Per tile and
  * row, in the C reference's order (csrc/sa3_reference.c, steps 4-7 and NVFP4):
- *   s = acc * ((g_q * scale_log2) * g_k), masked (-inf) past Sk and, causal, past the row;
+ *   s = acc * ((g_q * scale_log2) * g_k) + dot(qm, K_j - mean K) * scale_log2 (Q smoothing: qm
+ *   is the mean of the CTA's 64 rows, subtracted before quantization; the correction per key is
+ *   computed here from the caller's K, never stored beyond the tile), masked (-inf) past Sk and,
+ *   causal, past the row;
  *   m_new = max(m, max s); alpha = exp2(m - m_new); p = exp2(s - m_new); l = l*alpha + sum p;
  *   P to NVFP4 with g_p = exp2(max s - m_new) / 2688 (= the block's largest p), groups of 16
  *   keys; blk = P.V block-scaled (fresh accumulators); O = O*alpha + blk*g_p.
@@ -61,6 +64,8 @@ struct Smem {
     uint8_t ks[2][kBK][DP / 16];
     uint8_t vc[2][DP][VROW];
     uint32_t vs[2][DP];
+    float corr[2][kBK]; /* dot(qm, K_j - mean K) * scale_log2 of the tile's keys (Q smoothing) */
+    float qm[DP], km[DP];
 };
 
 template <int DP>
@@ -122,7 +127,16 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
             qsf[c] = *reinterpret_cast<const uint32_t *>(qs + ((t & 1) ? g + 8 : g) * (DP / 16) + c * 4);
         }
     }
-    const float sc = __fmul_rn(__fmul_rn(w.gq[bhq], __fmul_rn(p.sm_scale, kLog2e)), w.gk[bhk]);
+    const float scale_log2 = __fmul_rn(p.sm_scale, kLog2e);
+    const float sc = __fmul_rn(__fmul_rn(w.gq[bhq], scale_log2), w.gk[bhk]);
+    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride_b + hk * p.k_stride_h;
+    if (p.smooth_q) {
+        for (int d = tid; d < DP; d += 32 * kWarps) {
+            sm.qm[d] = w.qmean[(bhq * (w.sqp / kBQ) + blockIdx.x) * DP + d];
+            sm.km[d] = w.kmean[bhk * DP + d];
+        }
+        __syncthreads();
+    }
 
     int64_t nkt = sa3_ceil_div(p.seq_k, kBK);
     if (p.is_causal) nkt = min(nkt, (min(q0 + kBQ, p.seq_q) - 1) / kBK + 1);
@@ -137,6 +151,26 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
         const int st = (int)(kt & 1);
         if (kt + 1 < nkt) {
             load_tile<DP>(sm, st ^ 1, w, bhk, kt + 1);
+        }
+        if (p.smooth_q) {
+            /* Q smoothing's correction: two threads per key, each half of the d vectors, from the
+             * caller's K (the reference: dot(qm, Ks[j]) in d order; here FMA in two halves) */
+            const int j = tid / 2, half = tid % 2;
+            const int64_t key = kt * kBK + j;
+            float acc = 0.f;
+            if (key < p.seq_k) {
+                const T *kr = kg + key * p.k_stride_s;
+                for (int v8 = half; v8 < p.head_dim / 8; v8 += 2) {
+                    float x[8];
+                    sa3_load8(kr + 8 * v8, x);
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) acc = fmaf(sm.qm[8 * v8 + e], __fsub_rn(x[e], sm.km[8 * v8 + e]), acc);
+                }
+            }
+            acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+            if (half == 0) sm.corr[st][j] = __fmul_rn(acc, scale_log2);
+        }
+        if (kt + 1 < nkt) {
             sa3_cp_async_wait<1>();
         } else {
             sa3_cp_async_wait<0>();
@@ -168,9 +202,12 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
         float bmax[2] = {-INFINITY, -INFINITY};
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
+            const float2 cj = p.smooth_q ? *reinterpret_cast<const float2 *>(&sm.corr[st][8 * j + 2 * t])
+                                         : make_float2(0.f, 0.f);
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
                 float v = __fmul_rn(s[j][e], sc);
+                if (p.smooth_q) v = __fadd_rn(v, (e & 1) ? cj.y : cj.x);
                 if (8 * j + (e & 1) >= lim[e / 2]) v = -INFINITY;
                 s[j][e] = v;
                 bmax[e / 2] = fmaxf(bmax[e / 2], v);

@@ -72,6 +72,7 @@ sa3_status nvfp4_launch(const sa3_problem *p, const sa3_options *opt, const sa3_
     a.sm_scale = p->scale;
     a.is_causal = p->is_causal;
     a.smooth_k = opt->smooth_k;
+    a.smooth_q = 1; /* the family's numerics: reference per_block_mean with q_block 64 */
     const sa3_nvfp4_ws w = layout_of(ctx->workspace, p);
     if (ctx->workspace_bytes < w.bytes) {
         snprintf(err, err_len, "workspace of %zu bytes, need %zu", ctx->workspace_bytes, w.bytes);
@@ -87,20 +88,20 @@ sa3_status nvfp4_launch(const sa3_problem *p, const sa3_options *opt, const sa3_
 /* Test hook (tests/test_gpu_nvfp4.py):
  *   "mma":       sa3_nvfp4_mma_test (nvfp4_mma_test.cu)
  *   "ws_layout": args (B, Hq, Hkv, Sq, Sk, D) -> byte offsets of qc, qs, kc, ks, vc, vs, kmean,
- *                gq, gk, gv in the workspace, then sqp, skp, dp, bytes (14 values). */
+ *                gq, gk, gv, qmean in the workspace, then sqp, skp, dp, bytes (15 values). */
 sa3_status nvfp4_test(const char *name, const int64_t *args, int nargs, int64_t *out, int nout, void *stream,
                       char *err, size_t err_len) {
     if (strcmp(name, "mma") == 0) return sa3_nvfp4_mma_test(args, nargs, out, nout, stream, err, err_len);
     if (strcmp(name, "ws_layout") == 0) {
-        if (nargs != 6 || nout < 14) {
-            snprintf(err, err_len, "ws_layout takes (B, Hq, Hkv, Sq, Sk, D) and 14 outputs");
+        if (nargs != 6 || nout < 15) {
+            snprintf(err, err_len, "ws_layout takes (B, Hq, Hkv, Sq, Sk, D) and 15 outputs");
             return SA3_ERR_VALUE;
         }
         char *const base = reinterpret_cast<char *>(256); /* any aligned non-NULL base: offsets = pointer - base */
         const sa3_nvfp4_ws w = sa3_nvfp4_ws_layout(base, args[0], args[1], args[2], args[3], args[4], args[5]);
-        const void *ptrs[10] = {w.qc, w.qs, w.kc, w.ks, w.vc, w.vs, w.kmean, w.gq, w.gk, w.gv};
-        for (int i = 0; i < 10; ++i) out[i] = (int64_t)(reinterpret_cast<const char *>(ptrs[i]) - base);
-        out[10] = w.sqp, out[11] = w.skp, out[12] = w.dp, out[13] = (int64_t)w.bytes;
+        const void *ptrs[11] = {w.qc, w.qs, w.kc, w.ks, w.vc, w.vs, w.kmean, w.gq, w.gk, w.gv, w.qmean};
+        for (int i = 0; i < 11; ++i) out[i] = (int64_t)(reinterpret_cast<const char *>(ptrs[i]) - base);
+        out[11] = w.sqp, out[12] = w.skp, out[13] = w.dp, out[14] = (int64_t)w.bytes;
         return SA3_OK;
     }
     snprintf(err, err_len, "no test named %s (mma, ws_layout)", name);

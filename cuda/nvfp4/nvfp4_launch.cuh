@@ -22,6 +22,7 @@ typedef struct sa3_nvfp4_params {
     float sm_scale;
     int is_causal;
     int smooth_k;
+    int smooth_q; /* Q minus its 64-row block mean, the QK^T correction added in the kernel */
 } sa3_nvfp4_params;
 
 /* The four pre-pass launches (statistics, K mean, K amax, quantization) on `stream`. */

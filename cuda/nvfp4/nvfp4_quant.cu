@@ -4,7 +4,8 @@
  * in the reference's order (per 256-token chunk in token order, then the chunk sums in chunk
  * order), every quantization step is one IEEE fp32 operation (nvfp4_numerics.cuh), and maxima
  * do not depend on order. Four launches, because each needs all of the previous one:
- *   1. stats:  per 256-token chunk: K column sums, max |V|, max |Q|
+ *   1. stats:  per 256-token chunk: K column sums, max |V|; Q's 64-row block means (row order,
+ *              as the reference's per_block_mean with q_block 64) and max |Q - block mean|
  *   2. kmean:  per (b, hk): the mean of K over tokens (0 without smooth_k)
  *   3. kamax:  per chunk: max |K - mean|
  *   4. quant:  per 64-token tile of Q, K or V: second-level scale from the chunk maxima, then
@@ -75,11 +76,41 @@ __global__ void __launch_bounds__(kThreads) nvfp4_stats_kernel(const sa3_nvfp4_p
         const float m = block_max<kThreads>(tile_amax(vg, p.v_stride_s, t0, t1, p.head_dim, nullptr), scratch);
         if (threadIdx.x == 0) w.vamax[bh * w.nck + c] = m;
     } else {
+        constexpr int NB = SA3_NVFP4_CHUNK / SA3_NVFP4_TILE; /* Q blocks per chunk */
+        __shared__ float qm[NB][DP];
         if (c >= w.ncq) return;
         const int64_t bh = blockIdx.x - bhk, b = bh / p.heads_q, h = bh % p.heads_q;
         const int64_t t0 = c * SA3_NVFP4_CHUNK, t1 = min(p.seq_q, t0 + SA3_NVFP4_CHUNK);
         const T *qg = static_cast<const T *>(p.q) + b * p.q_stride_b + h * p.q_stride_h;
-        const float m = block_max<kThreads>(tile_amax(qg, p.q_stride_s, t0, t1, p.head_dim, nullptr), scratch);
+        /* block means: thread (blk, d) sums its block's rows in row order */
+        for (int i = threadIdx.x; i < NB * DP; i += kThreads) {
+            const int blk = i / DP, d = i % DP;
+            const int64_t r0 = t0 + (int64_t)blk * SA3_NVFP4_TILE, r1 = min(t1, r0 + SA3_NVFP4_TILE);
+            float mean = 0.f;
+            if (r0 < t1) {
+                if (p.smooth_q && d < p.head_dim) {
+                    float s = 0.f;
+                    const T *col = qg + r0 * p.q_stride_s + d;
+                    for (int64_t r = r0; r < r1; ++r, col += p.q_stride_s) s = __fadd_rn(s, static_cast<float>(*col));
+                    mean = __fdiv_rn(s, (float)(r1 - r0));
+                }
+                w.qmean[(bh * (w.sqp / SA3_NVFP4_TILE) + r0 / SA3_NVFP4_TILE) * DP + d] = mean;
+            }
+            qm[blk][d] = mean;
+        }
+        __syncthreads();
+        const int64_t per = p.head_dim / 8, total = (t1 - t0) * per;
+        float m = 0.f;
+        for (int64_t i = threadIdx.x; i < total; i += kThreads) {
+            const int64_t t = t0 + i / per;
+            const int cc = (int)(i % per) * 8;
+            const float *mean = qm[(t - t0) / SA3_NVFP4_TILE];
+            float x[8];
+            sa3_load8(qg + t * p.q_stride_s + cc, x);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) m = fmaxf(m, fabsf(__fsub_rn(x[e], mean[cc + e])));
+        }
+        m = block_max<kThreads>(m, scratch);
         if (threadIdx.x == 0) w.qamax[bh * w.ncq + c] = m;
     }
 }
@@ -147,7 +178,8 @@ __global__ void __launch_bounds__(kQuantThreads) nvfp4_quant_kernel(const sa3_nv
         const int64_t ss = is_q ? p.q_stride_s : p.k_stride_s;
         const float g = is_q ? head_global(w.qamax + bh * w.ncq, w.ncq) : head_global(w.kamax + bh * w.nck, w.nck);
         const float rg = sa3_nvfp4_rg(g);
-        if (tid < DP) mean[tid] = is_q ? 0.f : w.kmean[bh * DP + tid];
+        if (tid < DP) mean[tid] = is_q ? w.qmean[(bh * (Sp / SA3_NVFP4_TILE) + r0 / SA3_NVFP4_TILE) * DP + tid]
+                                       : w.kmean[bh * DP + tid];
         if (blockIdx.y == 0 && tid == 0) (is_q ? w.gq : w.gk)[bh] = g;
         __syncthreads();
         uint8_t *codes = (is_q ? w.qc : w.kc) + (bh * Sp + r0) * (DP / 2);
@@ -166,7 +198,7 @@ __global__ void __launch_bounds__(kQuantThreads) nvfp4_quant_kernel(const sa3_nv
                         float y[8];
                         sa3_load8(src + t * ss + d, y);
 #pragma unroll
-                        for (int e = 0; e < 8; ++e) v[8 * hlf + e] = is_q ? y[e] : __fsub_rn(y[e], mean[d + e]);
+                        for (int e = 0; e < 8; ++e) v[8 * hlf + e] = __fsub_rn(y[e], mean[d + e]);
                     }
                 }
             }

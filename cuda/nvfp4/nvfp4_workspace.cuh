@@ -23,7 +23,8 @@ typedef struct sa3_nvfp4_ws {
     float *kmean;      /* [B*Hkv][DP] (0 without smooth_k) */
     float *kamax;      /* [B*Hkv][nck] max |K - mean| per chunk */
     float *vamax;      /* [B*Hkv][nck] max |V| per chunk */
-    float *qamax;      /* [B*Hq][ncq] max |Q| per chunk */
+    float *qmean;      /* [B*Hq][Sqp/64][DP] mean of each 64-row Q block (= attention CTA tile) */
+    float *qamax;      /* [B*Hq][ncq] max |Q - block mean| per chunk */
     float *gq, *gk, *gv; /* second-level scales: [B*Hq], [B*Hkv], [B*Hkv] */
     int64_t sqp, skp;  /* Sq, Sk rounded up to SA3_NVFP4_TILE */
     int64_t ncq, nck;  /* chunks of SA3_NVFP4_CHUNK tokens */
@@ -60,6 +61,7 @@ static inline sa3_nvfp4_ws sa3_nvfp4_ws_layout(void *base, int64_t batch, int64_
     SA3_CARVE(kmean, float, bhk * w.dp)
     SA3_CARVE(kamax, float, bhk * w.nck)
     SA3_CARVE(vamax, float, bhk * w.nck)
+    SA3_CARVE(qmean, float, bhq * (w.sqp / SA3_NVFP4_TILE) * w.dp)
     SA3_CARVE(qamax, float, bhq * w.ncq)
     SA3_CARVE(gq, float, bhq)
     SA3_CARVE(gk, float, bhk)
