@@ -56,9 +56,23 @@ def test_counts(kernel, first, last, want):  # noqa: F811
 
 @pytest.mark.parametrize("kern", ["auto", "mma", "hopper"])
 def test_other_kernels_ignore_it(kernel, kern):  # noqa: F811
+    """Forced 8-bit families, and auto where auto doesn't start with nvfp4 (here: CPU tensors)."""
     ov = Sage3Override(kernel=kern, eight_bit_steps=(1, 1))
     assert _kernels_per_step(ov, kernel) == [[kern]] * 5
     assert ov.sigma_reads == 0  # and pay nothing for it
+
+
+@pytest.mark.parametrize("arch,want", [(120, ["mma", "auto", "auto", "auto", "mma"]), (90, ["auto"] * 5),
+                                       (89, ["auto"] * 5)])
+def test_auto_gets_the_8bit_steps_where_it_means_nvfp4(kernel, monkeypatch, arch, want):  # noqa: F811
+    """auto on sm_120 starts with nvfp4: its first/last steps go to the 8-bit kernel; elsewhere auto
+    is left alone and no sigma is ever read."""
+    from sageattn3.comfyui import override as override_mod
+    monkeypatch.setattr(override_mod, "_arch_of", lambda dev: arch)
+    ov = Sage3Override(kernel="auto", eight_bit_steps=(1, 1))
+    assert [ks[0] for ks in _kernels_per_step(ov, kernel)] == want
+    if arch != 120:
+        assert ov.sigma_reads == 0
 
 
 def test_full_precision_rule_wins(kernel):  # noqa: F811

@@ -36,7 +36,8 @@ KERNEL_CHOICES = _policy.KERNEL_CHOICES
 # until its numbers are in, we don't guess a value.
 DEFAULT_SCHEDULE = Schedule(first_steps=0, last_steps=0, first_blocks=0, last_blocks=0)
 MAX_SCHEDULE = 10000
-# kernel="nvfp4": first/last sampling steps on the 8-bit family (override.EIGHT_BIT_KERNEL), as
+# kernel="nvfp4" (and "auto" where it starts with nvfp4, sm_120): first/last sampling steps on the
+# 8-bit family (override.EIGHT_BIT_KERNEL), as
 # SageAttention3 recommends for Wan 2.2 (NVFP4 on every step flickers). README has the measured
 # effect on a random-weight WanModel's output.
 DEFAULT_EIGHT_BIT_STEPS = (1, 1)
@@ -65,11 +66,11 @@ TOOLTIPS = {
                                     "attention (needs a ComfyUI that reports block_index)." + _AWAIT),
     "full_precision_last_blocks": ("How many last transformer blocks keep ComfyUI's own "
                                    "attention (needs a ComfyUI that reports total_blocks)." + _AWAIT),
-    "nvfp4_8bit_first_steps": ("With kernel nvfp4: how many first sampling steps run on the 8-bit "
-                               "kernel instead (NVFP4 on the first and last steps causes artifacts). "
-                               "Other kernels ignore it."),
-    "nvfp4_8bit_last_steps": ("With kernel nvfp4: how many last sampling steps run on the 8-bit kernel "
-                              "instead. Other kernels ignore it."),
+    "nvfp4_8bit_first_steps": ("With kernel nvfp4 (or auto on an RTX 50xx, where auto uses nvfp4): how "
+                               "many first sampling steps run on the 8-bit kernel instead (NVFP4 on the "
+                               "first and last steps causes artifacts). Other kernels ignore it."),
+    "nvfp4_8bit_last_steps": ("With kernel nvfp4 (or auto on an RTX 50xx): how many last sampling steps "
+                              "run on the 8-bit kernel instead. Other kernels ignore it."),
 }
 
 EIGHT_BIT_INPUTS = ("nvfp4_8bit_first_steps", "nvfp4_8bit_last_steps")

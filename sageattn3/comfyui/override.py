@@ -39,10 +39,12 @@ ComfyUI's own attention.
   With KSamplerAdvanced the schedule is the run's own slice, so "first steps" of a Wan 2.2
   low-noise expert are the first steps that expert runs.
 
-With kernel="nvfp4", the first/last `eight_bit_steps` sampling steps run on the 8-bit family
-instead (EIGHT_BIT_KERNEL): NVFP4 attention on every step shows artifacts and flicker on Wan 2.2,
-and SageAttention3 recommends 8-bit attention on the first and last steps. Same step rule as
-above (and the full-precision rule wins where both apply).
+With kernel="nvfp4", and with kernel="auto" on a GPU where auto's first choice is nvfp4 (sm_120),
+the first/last `eight_bit_steps` sampling steps run on the 8-bit family instead
+(EIGHT_BIT_KERNEL): NVFP4 attention on every step shows artifacts and flicker on Wan 2.2, and
+SageAttention3 recommends 8-bit attention on the first and last steps. Same step rule as above
+(and the full-precision rule wins where both apply). With auto elsewhere it costs nothing (the
+device's arch is looked up once, no sigma is read).
 
 Run boundaries come from an OUTER_SAMPLE wrapper (`outer_sample`) that the node registers on the
 cloned model: it resets this model's counters when a sampling run starts and logs one line when
@@ -55,7 +57,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-from .. import _dispatch, _stats
+from .. import _dispatch, _policy, _stats
 
 log = logging.getLogger("sageattn3.comfyui")
 
@@ -149,6 +151,11 @@ def _kw(kwargs: dict, name: str, alt: str):
     return value
 
 
+def _arch_of(dev: int) -> int:
+    """sm_arch of CUDA device `dev` (0 for CPU tensors, dev < 0)."""
+    return int(_dispatch.device_facts(dev).get("sm_arch") or 0) if dev >= 0 else 0
+
+
 class Sage3Override:
     """`optimized_attention_override` for one model (see the module docstring)."""
 
@@ -163,7 +170,8 @@ class Sage3Override:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self.kernel = kernel
         self.eight_bit_steps = (first8, last8)
-        self._uses_8bit = kernel == "nvfp4" and (first8 > 0 or last8 > 0)
+        self._uses_8bit = kernel in ("nvfp4", "auto") and (first8 > 0 or last8 > 0)
+        self._auto_fp4: Dict[int, bool] = {}  # device index -> auto picks nvfp4 first there
         self.pv = pv
         self.schedule = Schedule(*schedule).validate()
         self.previous = previous
@@ -292,8 +300,19 @@ class Sage3Override:
                     return R_LAST_STEPS
         return None
 
-    def _kernel_for(self, to) -> str:
-        """The kernel= of this call: EIGHT_BIT_KERNEL on a kernel="nvfp4" run's 8-bit steps."""
+    def _auto_is_fp4(self, q) -> bool:
+        dev = q.get_device() if q.is_cuda else -1
+        hit = self._auto_fp4.get(dev)
+        if hit is None:
+            order = _policy.auto_order(_arch_of(dev))
+            hit = self._auto_fp4[dev] = bool(order) and order[0] == "nvfp4"
+        return hit
+
+    def _kernel_for(self, to, q) -> str:
+        """The kernel= of this call: EIGHT_BIT_KERNEL on the 8-bit steps of a run that would use
+        nvfp4 (kernel="nvfp4", or "auto" where auto starts with it)."""
+        if self.kernel == "auto" and not self._auto_is_fp4(q):
+            return self.kernel
         pos = self._step(to) if to is not None else None
         if pos is None:
             self.notes.add(NOTE_NO_STEPS)
@@ -360,7 +379,7 @@ class Sage3Override:
             out = _op.attention(q, k, v, layout, h or 0, False, None, self.kernel, self.pv)
             self.compiled_calls += 1
         else:
-            kernel = self._kernel_for(to) if self._uses_8bit else self.kernel
+            kernel = self._kernel_for(to, q) if self._uses_8bit else self.kernel
             out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h,
                                                   kernel=kernel, pv=self.pv)
             if out is None:
