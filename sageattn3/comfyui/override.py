@@ -372,14 +372,14 @@ class Sage3Override:
                 return self._hand_back(R_SHAPE, func, args, kwargs)
             layout, h = "NHD_FLAT", heads
 
+        kernel = self._kernel_for(to, q) if self._uses_8bit else self.kernel
         if _compiling():
             # Under torch.compile the decision lives in the opaque custom op (which falls back
             # to SDPA itself), so which path served is not known here: counted apart.
             from .. import _op
-            out = _op.attention(q, k, v, layout, h or 0, False, None, self.kernel, self.pv)
+            out = _op.attention(q, k, v, layout, h or 0, False, None, kernel, self.pv)
             self.compiled_calls += 1
         else:
-            kernel = self._kernel_for(to, q) if self._uses_8bit else self.kernel
             out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h,
                                                   kernel=kernel, pv=self.pv)
             if out is None:
