@@ -93,6 +93,10 @@ static PyMethodDef sa3_methods[] = {
     {"reference_attention", (PyCFunction)(void (*)(void))sa3_py_reference_attention, METH_VARARGS | METH_KEYWORDS,
      "reference_attention(q, k, v, *, mode, is_causal, sm_scale, smooth_k, per_block_mean, q_block, k_block, "
      "pv_dtype, layout) -> float32 ndarray: CPU reference of the quantized math."},
+    {"reference_nvfp4_quantize", (PyCFunction)(void (*)(void))sa3_py_reference_nvfp4_quantize,
+     METH_VARARGS | METH_KEYWORDS,
+     "reference_nvfp4_quantize(x, groups='rows', smooth='none', block=64) -> dict(codes, scales, g, mean): the "
+     "reference's NVFP4 quantization of one (rows, cols) head, as reference_attention(mode='nvfp4') does it."},
     {"convert", (PyCFunction)(void (*)(void))sa3_py_convert, METH_VARARGS | METH_KEYWORDS,
      "convert(array, kind) -> float32 ndarray rounded as the kernels round (e4m3, e2m1, bf16, f16, int8)."},
     {"check_attention", (PyCFunction)(void (*)(void))sa3_py_check_attention, METH_VARARGS | METH_KEYWORDS,

@@ -13,6 +13,7 @@ PyObject *sa3_py_build_info(PyObject *module, PyObject *unused);
 PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject *kwargs);
 /* py_reference.c: element conversions exactly as the reference/kernels round (test hook). */
 PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *sa3_py_reference_nvfp4_quantize(PyObject *module, PyObject *args, PyObject *kwargs);
 
 /* py_check.c: run intake + validation only; returns a dict describing the call (test hook). */
 PyObject *sa3_py_check_attention(PyObject *module, PyObject *args, PyObject *kwargs);

@@ -831,3 +831,37 @@ sa3_status sa3_reference_attention(const sa3_ref_params *p) {
     ws_free(&w);
     return SA3_OK;
 }
+
+sa3_status sa3_reference_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, int smooth, int64_t block,
+                                        int along_rows, float *mean, float *codes, float *scales, float *g) {
+    sa3_status st = SA3_OK;
+    int64_t n;
+    float *xs, *scratch;
+    if (x == NULL || codes == NULL || scales == NULL || g == NULL || rows < 1 || cols < 1 || smooth < 0 ||
+        smooth > 2 || (smooth == 2 && block < 1) || (smooth != 0 && mean == NULL) || !mul_ok(rows, cols, &n)) {
+        return SA3_ERR_VALUE;
+    }
+    xs = (float *)alloc_array(n, sizeof(float), &st);
+    scratch = (float *)alloc_array(2 * cols, sizeof(float), &st);
+    if (st != SA3_OK) {
+        free(xs);
+        free(scratch);
+        return st;
+    }
+    if (smooth == 1) {
+        subtract_chunked_mean(x, rows, cols, xs, mean, scratch);
+    } else if (smooth == 2) {
+        subtract_block_means(x, rows, cols, block, xs, mean, scratch);
+    } else {
+        memcpy(xs, x, (size_t)n * sizeof(float));
+    }
+    *g = nvfp4_global(xs, n);
+    if (along_rows) {
+        nvfp4_rows(xs, rows, cols, *g, codes, scales);
+    } else {
+        nvfp4_cols(xs, rows, cols, *g, codes, scales);
+    }
+    free(xs);
+    free(scratch);
+    return SA3_OK;
+}

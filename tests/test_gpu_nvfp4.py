@@ -6,8 +6,8 @@ and the layout test also compares it with the emulation.
     the native one where it runs) against a plain matrix product, bit-exact against an fp32
     mirror of the emulation's order, tight against float64;
   * the pre-pass: the workspace's codes, block scales, second-level scales, K mean and Q block
-    means equal a
-    NumPy mirror of the C reference's NVFP4 quantization (csrc/sa3_reference.c) bit for bit;
+    means equal the C reference's (`_C.reference_nvfp4_quantize`, the functions
+    reference_attention(mode="nvfp4") uses) bit for bit, padding zero;
   * the attention against the C reference in mode nvfp4 (REF_BOUND, derived below) and against
     float64 (_check.bound("nvfp4")), odd lengths, GQA/MQA, causal, HND/NHD/NHD_FLAT, fp16/bf16,
     LSE; outputs and workspace poisoned before every run, inputs fresh random and unmodified;
@@ -140,54 +140,19 @@ def test_mma_fragment_layout_matches_a_plain_matrix_product():
 
 # ----------------------------------------------------------------------------- quantization
 
-def _round(x, kind):
-    return np.asarray(_C.convert(np.ascontiguousarray(x, dtype=np.float32), kind), dtype=np.float32)
-
-
-def _quant_groups(x, g):
-    """NVFP4 of x (..., 16) groups along the last axis with second level g: (codes, scales), as
-    csrc/sa3_reference.c nvfp4_group."""
-    g = np.float32(g)
-    amax = np.abs(x).max(axis=-1)
-    if g > 0:
-        rg = np.float32(1) / (g * np.float32(6))
-        bs = _round(amax * rg, "e4m3")
-    else:
-        bs = np.zeros_like(amax)
-    den = (bs * g).astype(np.float32)
-    with np.errstate(divide="ignore"):
-        inv = np.where(den > 0, np.float32(1) / den, np.float32(0)).astype(np.float32)
-    codes = np.where(den[..., None] > 0, _round(x * inv[..., None], "e2m1"), np.float32(0))
-    return codes, bs
-
-
-def _kmean(k):
-    """(S, D) float32 -> mean as the kernel sums it: 256-token chunks, then chunk sums."""
-    total = np.zeros(k.shape[1], dtype=np.float32)
-    for c0 in range(0, k.shape[0], 256):
-        part = np.zeros(k.shape[1], dtype=np.float32)
-        for t in range(c0, min(c0 + 256, k.shape[0])):
-            part = (part + k[t]).astype(np.float32)
-        total = (total + part).astype(np.float32)
-    return (total / np.float32(k.shape[0])).astype(np.float32)
-
-
-def _qblock_means(q):
-    """(S, D) float32 -> (ceil(S/64), D) means per 64-row block, rows summed in order (the
-    reference's per_block_mean with q_block 64)."""
-    out = []
-    for r0 in range(0, q.shape[0], 64):
-        part = np.zeros(q.shape[1], dtype=np.float32)
-        for r in range(r0, min(r0 + 64, q.shape[0])):
-            part = (part + q[r]).astype(np.float32)
-        out.append((part / np.float32(min(64, q.shape[0] - r0))).astype(np.float32))
-    return np.stack(out)
-
-
 def _nibbles(raw):
     """uint8 (..., n) -> e2m1 values (..., 2n), lower nibble first."""
     lo, hi = E2M1[raw & 15], E2M1[raw >> 4]
     return np.stack([lo, hi], axis=-1).reshape(*raw.shape[:-1], -1).astype(np.float32)
+
+
+def _padded_equal(got, want, what):
+    """got (padded) equals want in its top-left corner and is 0 elsewhere."""
+    r, c = want.shape
+    assert np.array_equal(got[:r, :c], want), f"{what} differ from the C reference"
+    rest = got.copy()
+    rest[:r, :c] = 0
+    assert not rest.any(), f"{what}: padding not zero"
 
 
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,d,layout,dtype", [
@@ -215,43 +180,27 @@ def test_quantization_is_bit_exact(b, hq, hkv, sq, sk, d, layout, dtype):
 
     qh, kh, vh = (to_hnd(t, layout, h).float().cpu().numpy() for t, h in ((q, heads), (k, hkv if heads else None),
                                                                              (v, hkv if heads else None)))
+    ng = dp // 16
     for bb in range(b):
         for h in range(hkv):
             i = bb * hkv + h
-            kk, vv = kh[bb, h], vh[bb, h]
-            km = _kmean(kk)
-            assert np.array_equal(f32(o_km, b * hkv * dp).reshape(b * hkv, dp)[i, :d], km), "K mean"
-            ks = (kk - km).astype(np.float32)
-            gk = np.float32(np.abs(ks).max()) / np.float32(2688)
-            gv = np.float32(np.abs(vv).max()) / np.float32(2688)
-            assert f32(o_gk, b * hkv)[i] == gk and f32(o_gv, b * hkv)[i] == gv, "K/V second-level scale"
-            kp = np.zeros((skp, dp), np.float32)
-            kp[:sk, :d] = ks
-            codes, bs = _quant_groups(kp.reshape(skp, dp // 16, 16), gk)
-            got_c = _nibbles(u8(o_kc, b * hkv, skp, dp // 2)[i])
-            got_s = _e4m3(u8(o_ks, b * hkv, skp, dp // 16)[i])
-            assert np.array_equal(got_c, codes.reshape(skp, dp)), "K codes"
-            assert np.array_equal(got_s, bs), "K block scales"
-            vp = np.zeros((skp, dp), np.float32)
-            vp[:sk, :d] = vv
-            codes, bs = _quant_groups(vp.T.reshape(dp, skp // 16, 16), gv)
-            got_c = _nibbles(u8(o_vc, b * hkv, dp, skp // 2)[i])
-            got_s = _e4m3(u8(o_vs, b * hkv, dp, skp // 16)[i])
-            assert np.array_equal(got_c, codes.reshape(dp, skp)), "V codes"
-            assert np.array_equal(got_s, bs), "V block scales"
+            rk = _C.reference_nvfp4_quantize(kh[bb, h], groups="rows", smooth="mean")
+            rv = _C.reference_nvfp4_quantize(vh[bb, h], groups="cols", smooth="none")
+            assert np.array_equal(f32(o_km, b * hkv * dp).reshape(b * hkv, dp)[i, :d], rk["mean"][0]), "K mean"
+            assert f32(o_gk, b * hkv)[i] == np.float32(rk["g"]), "K second-level scale"
+            assert f32(o_gv, b * hkv)[i] == np.float32(rv["g"]), "V second-level scale"
+            _padded_equal(_nibbles(u8(o_kc, b * hkv, skp, dp // 2)[i]), rk["codes"], "K codes")
+            _padded_equal(_e4m3(u8(o_ks, b * hkv, skp, ng)[i]), rk["scales"], "K block scales")
+            _padded_equal(_nibbles(u8(o_vc, b * hkv, dp, skp // 2)[i]).T, rv["codes"], "V codes")
+            _padded_equal(_e4m3(u8(o_vs, b * hkv, dp, skp // 16)[i]).T, rv["scales"], "V block scales")
         for h in range(hq):
             i = bb * hq + h
-            qm = _qblock_means(qh[bb, h])
-            got_qm = f32(o_qm, b * hq * (sqp // 64) * dp).reshape(b * hq, sqp // 64, dp)[i, :, :d]
-            assert np.array_equal(got_qm[:len(qm)], qm), "Q block means"
-            qq = (qh[bb, h] - np.repeat(qm, 64, axis=0)[:sq]).astype(np.float32)
-            gq = np.float32(np.abs(qq).max()) / np.float32(2688)
-            assert f32(o_gq, b * hq)[i] == gq, "Q second-level scale"
-            qp = np.zeros((sqp, dp), np.float32)
-            qp[:sq, :d] = qq
-            codes, bs = _quant_groups(qp.reshape(sqp, dp // 16, 16), gq)
-            assert np.array_equal(_nibbles(u8(o_qc, b * hq, sqp, dp // 2)[i]), codes.reshape(sqp, dp)), "Q codes"
-            assert np.array_equal(_e4m3(u8(o_qs, b * hq, sqp, dp // 16)[i]), bs), "Q block scales"
+            rq = _C.reference_nvfp4_quantize(qh[bb, h], groups="rows", smooth="block", block=64)
+            got_qm = f32(o_qm, b * hq * (sqp // 64) * dp).reshape(b * hq, sqp // 64, dp)[i]
+            _padded_equal(got_qm, rq["mean"], "Q block means")
+            assert f32(o_gq, b * hq)[i] == np.float32(rq["g"]), "Q second-level scale"
+            _padded_equal(_nibbles(u8(o_qc, b * hq, sqp, dp // 2)[i]), rq["codes"], "Q codes")
+            _padded_equal(_e4m3(u8(o_qs, b * hq, sqp, ng)[i]), rq["scales"], "Q block scales")
 
 
 # ----------------------------------------------------------------------------- attention
