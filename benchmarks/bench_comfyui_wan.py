@@ -21,6 +21,13 @@ setting in `--sweep` (how many first/last blocks keep SDPA), so the node's defau
 chosen from measurements. Random weights can't judge visual quality across a whole sampling
 run; they only bound the per-step numerical error.
 
+`--step-sweep N` (with --small/--tiny) runs a short N-step Euler loop on the same random model (sigmas
+1 -> 0, the override sees `sigmas`/`sample_sigmas` as in a ComfyUI run) with SDPA and with
+kernel="nvfp4" for each first,last count of 8-bit steps in `--edge-sweep` (the node's
+nvfp4_8bit_first/last_steps), and reports the final latent's cosine vs SDPA's: how much the
+schedule recovers of what NVFP4 loses (README). On Hopper nvfp4 runs with its MMA emulated:
+correct, slow, so keep it small.
+
 Usage (ComfyUI source in .comfyui/ or COMFYUI_PATH; the sageattn3 package importable):
     python benchmarks/bench_comfyui_wan.py --small
     python benchmarks/bench_comfyui_wan.py            # 14B, 82,992 tokens (~2-3 min on H100)
@@ -139,6 +146,22 @@ def forward(model, inputs, transformer_options):
     with torch.inference_mode():
         # a fresh dict per model call, as ComfyUI builds one per call
         return model(x, t, ctx, transformer_options=dict(transformer_options))
+
+
+def sample(model, inputs, transformer_options, steps: int):
+    """A plain Euler loop of `steps` model calls, sigma 1 -> 0, on the first out_dim channels of
+    the latent; transformer_options gets this call's `sigmas` and the run's `sample_sigmas`, which
+    is what the node's step schedule reads."""
+    import torch
+    x, _, ctx = inputs
+    ss = torch.linspace(1.0, 0.0, steps + 1, device=x.device)
+    x = x.clone()
+    with torch.inference_mode():
+        for i in range(steps):
+            to = dict(transformer_options, sigmas=ss[i:i + 1], sample_sigmas=ss)
+            out = model(x, (ss[i:i + 1] * 1000.0).float(), ctx, transformer_options=to)
+            x[:, :out.shape[1]] += ((ss[i + 1] - ss[i]) * out).to(x.dtype)
+    return x
 
 
 def cosine(a, b) -> float:
@@ -385,6 +408,24 @@ def run(args) -> dict:
             sweep.append({"first_blocks": fb, "last_blocks": lb, "cosine_vs_sdpa": c})
             print(f"  blocks kept on SDPA: first {fb}, last {lb}: cosine {c:.6f}", flush=True)
         result["block_schedule_sweep"] = sweep
+        if args.step_sweep:
+            ref = sample(model, inputs, base_to, args.step_sweep)
+            steps_out = []
+            for first, last in args.edge_sweep:
+                to = patched_options(comfy, model, device, kernel="nvfp4", print_backend=False,
+                                     nvfp4_8bit_first_steps=first, nvfp4_8bit_last_steps=last)
+                to["patches_replace"] = blocks
+                ov = to["optimized_attention_override"]
+                ov.reset()
+                c = cosine(ref, sample(model, inputs, to, args.step_sweep))
+                st = ov.stats()
+                steps_out.append({"eight_bit_first_steps": first, "eight_bit_last_steps": last,
+                                  "cosine_vs_sdpa": c, "served_by_kernel": st["served_by_kernel"],
+                                  "fallback": st["fallback"]})
+                print(f"  {args.step_sweep} Euler steps, kernel nvfp4, 8-bit steps first {first}, last {last}: "
+                      f"final latent cosine vs SDPA {c:.6f} (served {st['served_by_kernel']}, "
+                      f"fallback {st['fallback']})", flush=True)
+            result["nvfp4_step_schedule_sweep"] = {"steps": args.step_sweep, "runs": steps_out}
 
     out = Path(args.out) if args.out else (
         REPO / "benchmarks" / "results" /
@@ -418,6 +459,10 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--sweep", type=_pair, nargs="*", default=list(DEFAULT_SWEEP),
                    help="--small/--tiny: first,last block counts kept on SDPA, e.g. 0,0 1,1")
+    p.add_argument("--step-sweep", type=int, default=0, metavar="N",
+                   help="--small/--tiny: also run an N-step Euler loop per --edge-sweep setting (kernel nvfp4)")
+    p.add_argument("--edge-sweep", type=_pair, nargs="*", default=[(0, 0), (1, 1), (2, 2)],
+                   help="with --step-sweep: first,last sampling steps on the 8-bit kernel, e.g. 0,0 1,1")
     p.add_argument("--out", help="JSON path (default benchmarks/results/comfyui_wan_*.json)")
     p.add_argument("--peers", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    default=["sageattention"], help="comma-separated peers to run through the same override "

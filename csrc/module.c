@@ -93,6 +93,10 @@ static PyMethodDef sa3_methods[] = {
     {"reference_attention", (PyCFunction)(void (*)(void))sa3_py_reference_attention, METH_VARARGS | METH_KEYWORDS,
      "reference_attention(q, k, v, *, mode, is_causal, sm_scale, smooth_k, per_block_mean, q_block, k_block, "
      "pv_dtype, layout) -> float32 ndarray: CPU reference of the quantized math."},
+    {"reference_nvfp4_quantize", (PyCFunction)(void (*)(void))sa3_py_reference_nvfp4_quantize,
+     METH_VARARGS | METH_KEYWORDS,
+     "reference_nvfp4_quantize(x, groups='rows', smooth='none', block=64) -> dict(codes, scales, g, mean): the "
+     "reference's NVFP4 quantization of one (rows, cols) head, as reference_attention(mode='nvfp4') does it."},
     {"convert", (PyCFunction)(void (*)(void))sa3_py_convert, METH_VARARGS | METH_KEYWORDS,
      "convert(array, kind) -> float32 ndarray rounded as the kernels round (e4m3, e2m1, bf16, f16, int8)."},
     {"check_attention", (PyCFunction)(void (*)(void))sa3_py_check_attention, METH_VARARGS | METH_KEYWORDS,
@@ -102,6 +106,9 @@ static PyMethodDef sa3_methods[] = {
      "the one validation of an attention call (TypeError/ValueError naming the argument)."},
     {"families", (PyCFunction)sa3_py_families, METH_NOARGS,
      "families() -> tuple of {'name', 'archs'}: the kernel families compiled into this build."},
+    {"family_test", (PyCFunction)sa3_py_family_test, METH_VARARGS,
+     "family_test(family, name, args, nout, stream) -> tuple of ints: a family's test-only entry point "
+     "(raw device pointers, unchecked: tests only)."},
     {"device_info", (PyCFunction)sa3_py_device_info, METH_VARARGS,
      "device_info(index) -> dict: name, sm_arch, sm_count, smem_optin, smem_per_sm, hw_arch, hw_smem_optin, "
      "hw_smem_per_sm, consumer_limits, families (compiled ones whose binaries run on this GPU)."},

@@ -183,3 +183,53 @@ fail:
     Py_DECREF(t);
     return NULL;
 }
+
+/* family_test(family, name, args, nout, stream) -> tuple of nout ints: a family's test-only
+ * entry point (sa3_family.test), for GPU tests of a kernel's building blocks. args is a
+ * sequence of ints (device pointers, sizes), passed on unchecked: tests only. */
+PyObject *sa3_py_family_test(PyObject *module, PyObject *args) {
+    sa3_module_state *st = sa3_state(module);
+    const char *family, *name;
+    PyObject *seq, *fast, *res = NULL;
+    int nout, i, idx;
+    long long stream;
+    int64_t argv[32], outv[32] = {0};
+    Py_ssize_t n;
+    char err[400] = {0};
+    sa3_status s;
+    const sa3_family *f;
+    if (!PyArg_ParseTuple(args, "ssOiL:family_test", &family, &name, &seq, &nout, &stream)) return NULL;
+    idx = sa3_registry_find(family, strlen(family));
+    if (idx < 0) return sa3_raise(st, SA3_ERR_VALUE, "family_test(): no family %s in this build", family);
+    f = sa3_registry_at(idx);
+    if (f->test == NULL) return sa3_raise(st, SA3_ERR_VALUE, "family_test(): family %s has no test hook", family);
+    if (nout < 0 || nout > 32) return sa3_raise(st, SA3_ERR_VALUE, "family_test(): nout must be in 0..32, got %d", nout);
+    fast = PySequence_Fast(seq, "family_test(): args must be a sequence of ints");
+    if (fast == NULL) return NULL;
+    n = PySequence_Fast_GET_SIZE(fast);
+    if (n > 32) {
+        Py_DECREF(fast);
+        return sa3_raise(st, SA3_ERR_VALUE, "family_test(): at most 32 args, got %zd", n);
+    }
+    for (i = 0; i < n; i++) {
+        argv[i] = (int64_t)PyLong_AsLongLong(PySequence_Fast_GET_ITEM(fast, i));
+        if (argv[i] == -1 && PyErr_Occurred()) {
+            Py_DECREF(fast);
+            return NULL;
+        }
+    }
+    Py_DECREF(fast);
+    s = f->test(name, argv, (int)n, outv, nout, (void *)(intptr_t)stream, err, sizeof err);
+    if (s != SA3_OK) return sa3_raise(st, s, "family_test(%s, %s): %s", family, name, err);
+    res = PyTuple_New(nout);
+    if (res == NULL) return NULL;
+    for (i = 0; i < nout; i++) {
+        PyObject *v = PyLong_FromLongLong((long long)outv[i]);
+        if (v == NULL) {
+            Py_DECREF(res);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(res, i, v);
+    }
+    return res;
+}

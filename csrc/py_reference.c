@@ -704,3 +704,94 @@ PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs) {
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
 }
+
+/* ---------------------------------------------------------------------------------------
+ * nvfp4_quantize (tests: the reference's NVFP4 quantization of one head, bit for bit)
+ * ------------------------------------------------------------------------------------- */
+
+/* reference_nvfp4_quantize(x, groups="rows", smooth="none", block=64) -> dict(codes, scales, g,
+ * mean): x a 2-D float array (rows, cols); groups "rows" (16 along each row: Q, K) or "cols" (16
+ * rows per column: V); smooth "none", "mean" (K: column mean over all rows, the NVFP4 mode's
+ * order) or "block" (Q: column mean per block of `block` rows). */
+PyObject *sa3_py_reference_nvfp4_quantize(PyObject *module, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"x", "groups", "smooth", "block", NULL};
+    PyObject *obj;
+    const char *groups = "rows", *smooth_s = "none";
+    long long block = 64;
+    int smooth, along_rows;
+    PyArray_Descr *f32;
+    PyArrayObject *x = NULL, *codes = NULL, *scales = NULL, *mean = NULL;
+    npy_intp rows, cols, sdims[2], mdims[2];
+    float g = 0.0f;
+    sa3_status st;
+    PyObject *res = NULL;
+    (void)module;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|ssL:reference_nvfp4_quantize", kwlist, &obj, &groups,
+                                     &smooth_s, &block)) {
+        return NULL;
+    }
+    if (strcmp(groups, "rows") == 0) {
+        along_rows = 1;
+    } else if (strcmp(groups, "cols") == 0) {
+        along_rows = 0;
+    } else {
+        PyErr_Format(PyExc_ValueError, "reference_nvfp4_quantize(): groups must be 'rows' or 'cols', got '%s'", groups);
+        return NULL;
+    }
+    if (strcmp(smooth_s, "none") == 0) {
+        smooth = 0;
+    } else if (strcmp(smooth_s, "mean") == 0) {
+        smooth = 1;
+    } else if (strcmp(smooth_s, "block") == 0) {
+        smooth = 2;
+    } else {
+        PyErr_Format(PyExc_ValueError, "reference_nvfp4_quantize(): smooth must be 'none', 'mean' or 'block', got '%s'",
+                     smooth_s);
+        return NULL;
+    }
+    if (block < 1) {
+        PyErr_Format(PyExc_ValueError, "reference_nvfp4_quantize(): block must be >= 1, got %lld", block);
+        return NULL;
+    }
+    f32 = PyArray_DescrFromType(NPY_FLOAT32);
+    x = (PyArrayObject *)PyArray_FromAny(obj, f32, 2, 2, NPY_ARRAY_CARRAY | NPY_ARRAY_FORCECAST, NULL);
+    if (x == NULL) {
+        return NULL;
+    }
+    rows = PyArray_DIM(x, 0);
+    cols = PyArray_DIM(x, 1);
+    if (rows < 1 || cols < 1) {
+        PyErr_Format(PyExc_ValueError, "reference_nvfp4_quantize(): x must be non-empty, got (%zd, %zd)",
+                     (Py_ssize_t)rows, (Py_ssize_t)cols);
+        goto done;
+    }
+    sdims[0] = along_rows ? rows : (rows + 15) / 16;
+    sdims[1] = along_rows ? (cols + 15) / 16 : cols;
+    mdims[0] = smooth == 2 ? (npy_intp)((rows + block - 1) / block) : 1;
+    mdims[1] = cols;
+    codes = (PyArrayObject *)PyArray_SimpleNew(2, PyArray_DIMS(x), NPY_FLOAT32);
+    scales = (PyArrayObject *)PyArray_SimpleNew(2, sdims, NPY_FLOAT32);
+    mean = (PyArrayObject *)PyArray_ZEROS(2, mdims, NPY_FLOAT32, 0);
+    if (codes == NULL || scales == NULL || mean == NULL) {
+        goto done;
+    }
+    st = sa3_reference_nvfp4_quantize((const float *)PyArray_DATA(x), rows, cols, smooth, block, along_rows,
+                                      (float *)PyArray_DATA(mean), (float *)PyArray_DATA(codes),
+                                      (float *)PyArray_DATA(scales), &g);
+    if (st == SA3_ERR_NOMEM) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (st != SA3_OK) {
+        PyErr_SetString(PyExc_ValueError, "reference_nvfp4_quantize(): invalid arguments");
+        goto done;
+    }
+    res = Py_BuildValue("{s:O,s:O,s:d,s:O}", "codes", codes, "scales", scales, "g", (double)g, "mean",
+                        smooth ? (PyObject *)mean : Py_None);
+done:
+    Py_XDECREF(x);
+    Py_XDECREF(codes);
+    Py_XDECREF(scales);
+    Py_XDECREF(mean);
+    return res;
+}

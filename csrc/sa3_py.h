@@ -13,6 +13,7 @@ PyObject *sa3_py_build_info(PyObject *module, PyObject *unused);
 PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject *kwargs);
 /* py_reference.c: element conversions exactly as the reference/kernels round (test hook). */
 PyObject *sa3_py_convert(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *sa3_py_reference_nvfp4_quantize(PyObject *module, PyObject *args, PyObject *kwargs);
 
 /* py_check.c: run intake + validation only; returns a dict describing the call (test hook). */
 PyObject *sa3_py_check_attention(PyObject *module, PyObject *args, PyObject *kwargs);
@@ -29,5 +30,6 @@ PyObject *sa3_py_families(PyObject *module, PyObject *unused);
  * consumer_limit_profiles() -> {name: facts}. */
 PyObject *sa3_py_set_consumer_limits(PyObject *module, PyObject *arg);
 PyObject *sa3_py_consumer_limit_profiles(PyObject *module, PyObject *unused);
+PyObject *sa3_py_family_test(PyObject *module, PyObject *args);
 
 #endif /* SA3_PY_H */

@@ -10,7 +10,7 @@
  *
  * 1. K smoothing (smooth_k): km[d] = (sum_s K[s,d]) / Sk, summed over s in increasing
  *    order in fp32; Ks = K - km. Softmax is invariant to it (it shifts every score of a
- *    row by the same q.km). Without smooth_k, Ks = K.
+ *    row by the same q.km). Without smooth_k, Ks = K. (NVFP4 sums in chunks: see its block.)
  * 2. INT8 K: blocks of k_block consecutive tokens (the last may be partial):
  *    amax = max |Ks| over the block's rows x all D; inv = amax >= FLT_MIN ? 127/amax : 0;
  *    scale_k = amax / 127; Kq = clamp(rint(Ks * inv), -127, 127) (sa3_quant_int8).
@@ -76,6 +76,7 @@
 #define SA3_LOG2E 1.4426950408889634f
 #define SA3_LN2 0.6931471805599453f
 #define NVFP4_GROUP 16
+#define NVFP4_MEAN_CHUNK 256 /* K-mean chunk of the nvfp4 kernel (cuda/nvfp4/nvfp4_workspace.cuh) */
 #define NVFP4_SECOND_LEVEL (SA3_E2M1_MAX * SA3_E4M3_MAX) /* 2688: the largest code times the largest scale */
 
 /* ---------------------------------------------------------------------------------------
@@ -155,6 +156,40 @@ static void subtract_block_means(const float *x, int64_t rows, int64_t D, int64_
     }
 }
 
+/* out = x - mean over all rows, the mean summed as the nvfp4 kernel sums it: per chunk of
+ * NVFP4_MEAN_CHUNK rows in row order, the chunk sums in chunk order, then / rows. mean_out
+ * gets the mean; scratch holds 2 * D floats. */
+static void subtract_chunked_mean(const float *x, int64_t rows, int64_t D, float *out, float *mean_out,
+                                  float *scratch) {
+    float *total = scratch, *part = scratch + D;
+    int64_t r0, r, d;
+    for (d = 0; d < D; ++d) {
+        total[d] = 0.0f;
+    }
+    for (r0 = 0; r0 < rows; r0 += NVFP4_MEAN_CHUNK) {
+        int64_t n = min_i64(NVFP4_MEAN_CHUNK, rows - r0);
+        for (d = 0; d < D; ++d) {
+            part[d] = 0.0f;
+        }
+        for (r = r0; r < r0 + n; ++r) {
+            for (d = 0; d < D; ++d) {
+                part[d] += x[r * D + d];
+            }
+        }
+        for (d = 0; d < D; ++d) {
+            total[d] += part[d];
+        }
+    }
+    for (d = 0; d < D; ++d) {
+        mean_out[d] = total[d] / (float)rows;
+    }
+    for (r = 0; r < rows; ++r) {
+        for (d = 0; d < D; ++d) {
+            out[r * D + d] = x[r * D + d] - mean_out[d];
+        }
+    }
+}
+
 /* ---------------------------------------------------------------------------------------
  * INT8 per-block quantization (Q and K)
  * ------------------------------------------------------------------------------------- */
@@ -221,11 +256,16 @@ static void quantize_int8_groups(const float *x, int64_t rows, int64_t D, ref_gr
  *         line up with V's), groups of 16 keys starting at the block's first key;
  *         second level per row and block: g_p = rowmax_j(p_j in the block) / 2688. p <= 1,
  *         and = 1 in the block holding the running max.
- * For a group with amax a:  block_scale = e4m3((a / 6) / g)   (always <= 448 by the choice
- *                                                              of g, so no saturation)
- *                           code_k      = e2m1(x_k / (block_scale * g))
- *                           (all codes 0 when g == 0 or block_scale == 0)
- * so x_k ~= code_k * block_scale * g.
+ * For a group with amax a, with rg = 1 / (g * 6) computed once per second level g:
+ *                           block_scale = e4m3(a * rg)         (<= 448 by the choice of g, up
+ *                                                               to rounding: satfinite)
+ *                           inv         = 1 / (block_scale * g)
+ *                           code_k      = e2m1(x_k * inv)
+ *                           (block_scale 0 when g == 0; all codes 0 when block_scale * g == 0)
+ * so x_k ~= code_k * block_scale * g. Reciprocals, not divisions per element: the kernel
+ * quantizes P in its inner loop (cuda/nvfp4/nvfp4_numerics.cuh computes the same bits).
+ * K smoothing in this mode sums K in the kernel's order: per chunk of 256 tokens (aligned to
+ * token 0) in token order, then the chunk sums in chunk order, divided by Sk.
  * Scores:  acc = sum_groups (bs_q[i,grp] * bs_k[j,grp]) * (sum_{d in grp} cq[i,d] * ck[j,d])
  *          (the inner sum is exact: products of e2m1 values are multiples of 1/4 and
  *          |sum| <= 16 * 36), fp32 over groups in order;
@@ -252,7 +292,7 @@ static float nvfp4_global(const float *x, int64_t n) {
 /* Quantize one group of n (<= 16) elements x[k * stride]; codes (as their fp32 values) go
  * to c[k * stride]; returns the group's block scale (as its fp32 value). */
 static float nvfp4_group(const float *x, int64_t n, int64_t stride, float g, float *c) {
-    float amax = 0.0f, bs, den;
+    float amax = 0.0f, bs, den, inv;
     int64_t k;
     for (k = 0; k < n; ++k) {
         float a = fabsf(x[k * stride]);
@@ -260,10 +300,11 @@ static float nvfp4_group(const float *x, int64_t n, int64_t stride, float g, flo
             amax = a;
         }
     }
-    bs = g > 0.0f ? sa3_round_e4m3((amax / SA3_E2M1_MAX) / g) : 0.0f;
+    bs = g > 0.0f ? sa3_round_e4m3(amax * (1.0f / (g * SA3_E2M1_MAX))) : 0.0f;
     den = bs * g;
+    inv = den > 0.0f ? 1.0f / den : 0.0f;
     for (k = 0; k < n; ++k) {
-        c[k * stride] = den > 0.0f ? sa3_round_e2m1(x[k * stride] / den) : 0.0f;
+        c[k * stride] = den > 0.0f ? sa3_round_e2m1(x[k * stride] * inv) : 0.0f;
     }
     return bs;
 }
@@ -407,7 +448,7 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
     w->o = (float *)alloc_array(D, sizeof(float), &st);
     w->blk = (float *)alloc_array(D, sizeof(float), &st);
     w->acc16 = (float *)alloc_array(D, sizeof(float), &st);
-    w->scratch = (float *)alloc_array(D, sizeof(float), &st);
+    w->scratch = (float *)alloc_array(2 * D, sizeof(float), &st);
     if (p->mode == SA3_REF_INT8_FP8_F16ACC) {
         w->h16 = (double *)alloc_array(D, sizeof(double), &st);
         w->step = (double *)alloc_array(D, sizeof(double), &st);
@@ -427,7 +468,9 @@ typedef struct row_ctx {
 
 static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const float *k, const float *v) {
     int64_t D = p->head_dim, Sk = p->seq_k, n = Sk * D, i, s, d;
-    if (p->smooth_k) {
+    if (p->smooth_k && p->mode == SA3_REF_NVFP4) {
+        subtract_chunked_mean(k, Sk, D, w->ks, w->km, w->scratch);
+    } else if (p->smooth_k) {
         subtract_block_means(k, Sk, D, Sk, w->ks, w->km, w->scratch);
     } else {
         memcpy(w->ks, k, (size_t)n * sizeof(float));
@@ -840,5 +883,39 @@ sa3_status sa3_reference_attention(const sa3_ref_params *p) {
         }
     }
     ws_free(&w);
+    return SA3_OK;
+}
+
+sa3_status sa3_reference_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, int smooth, int64_t block,
+                                        int along_rows, float *mean, float *codes, float *scales, float *g) {
+    sa3_status st = SA3_OK;
+    int64_t n;
+    float *xs, *scratch;
+    if (x == NULL || codes == NULL || scales == NULL || g == NULL || rows < 1 || cols < 1 || smooth < 0 ||
+        smooth > 2 || (smooth == 2 && block < 1) || (smooth != 0 && mean == NULL) || !mul_ok(rows, cols, &n)) {
+        return SA3_ERR_VALUE;
+    }
+    xs = (float *)alloc_array(n, sizeof(float), &st);
+    scratch = (float *)alloc_array(2 * cols, sizeof(float), &st);
+    if (st != SA3_OK) {
+        free(xs);
+        free(scratch);
+        return st;
+    }
+    if (smooth == 1) {
+        subtract_chunked_mean(x, rows, cols, xs, mean, scratch);
+    } else if (smooth == 2) {
+        subtract_block_means(x, rows, cols, block, xs, mean, scratch);
+    } else {
+        memcpy(xs, x, (size_t)n * sizeof(float));
+    }
+    *g = nvfp4_global(xs, n);
+    if (along_rows) {
+        nvfp4_rows(xs, rows, cols, *g, codes, scales);
+    } else {
+        nvfp4_cols(xs, rows, cols, *g, codes, scales);
+    }
+    free(xs);
+    free(scratch);
     return SA3_OK;
 }

@@ -65,4 +65,15 @@ typedef struct sa3_ref_params {
  * size product overflows int64/size_t) or SA3_ERR_NOMEM; o is complete only on SA3_OK. */
 sa3_status sa3_reference_attention(const sa3_ref_params *p);
 
+/* The NVFP4 quantization of one head's tensor, exactly as sa3_reference_attention does it
+ * (for tests that compare a kernel's quantized workspace with the reference bit for bit).
+ * x: (rows, cols) contiguous fp32. smooth: 0 none; 1 minus the column mean over all rows (K,
+ * the NVFP4 mode's chunked order), mean gets cols floats; 2 minus the column mean of each block
+ * of `block` rows (Q with per_block_mean), mean gets ceil(rows/block)*cols floats. along_rows 1:
+ * groups of 16 along each row (Q, K), scales (rows, ceil(cols/16)); 0: groups of 16 rows per
+ * column (V), scales (ceil(rows/16), cols). codes gets rows*cols code values, *g the second
+ * level. Returns SA3_OK, SA3_ERR_VALUE or SA3_ERR_NOMEM. */
+sa3_status sa3_reference_nvfp4_quantize(const float *x, int64_t rows, int64_t cols, int smooth, int64_t block,
+                                        int along_rows, float *mean, float *codes, float *scales, float *g);
+
 #endif /* SA3_REFERENCE_H */

@@ -396,6 +396,9 @@ def bench_shape(torch, sh: Shape, *, layout: str, pv: str, dtype, seed: int, war
             raise _Unavailable("unavailable: " + (str(_C.build_info().get("why_no_cuda")) if _C else "no extension"))
         if facts is not None and fam not in facts.get("families", ()):
             raise _Unavailable(f"unavailable: no {fam} kernel for sm_{facts.get('sm_arch')} in this build")
+        emulated = _policy.EMULATED.get((fam, int(facts.get("sm_arch") or 0))) if facts is not None else None
+        if emulated:
+            raise _Unavailable(f"unavailable: not timed, {emulated}")
         api_call = call_family_api(fam)
         r = route_of(api_call)
         if r == fam:

@@ -419,10 +419,19 @@ def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
 # Each family's numerics as the C reference (csrc/sa3_reference.c) spells them: the P.V modes it
 # has and the reference's scale-group arguments. mma: INT8 scales follow its mma.sync layout;
 # hopper: one Q scale per row, one K scale per 128-key block, FP8 P.V only.
+# nvfp4: one numerics whatever pv says (NVFP4 Q, K, P, V; "mode" names the reference mode),
+# KV blocks of 64 keys, Q minus its mean per 64-row block (the kernel's CTA tile).
 FAMILY_NUMERICS = {
     "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma"}},
     "hopper": {"pvs": ("fp8",), "ref": {"granularity": "block", "q_block": 1, "k_block": 128}},
+    "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64, "q_block": 64,
+                                                          "per_block_mean": True}},
 }
+
+
+def family_mode(fam: str, pv: str) -> str:
+    """The reference mode a family computes with P.V option `pv`."""
+    return FAMILY_NUMERICS.get(fam, {}).get("mode") or PV_MODE[pv]
 
 
 def _device_families(torch) -> tuple:
@@ -501,9 +510,10 @@ def _check_family(torch, seed, emit, cases, fam, kernel_fn, device, arch) -> Non
         t_prep = time.perf_counter() - t0
         for pv in numerics["pvs"]:
             t0 = time.perf_counter()
-            mode = PV_MODE[pv]
+            mode = family_mode(fam, pv)
             mode_bound = bound(mode, c.d, c.scale)
-            res = Result("kernel", label, f"{fam} pv={pv}", bound=mode_bound + OUT_ROUNDING[c.dtype])
+            res = Result("kernel", label, f"{fam} " + (mode if "mode" in numerics else f"pv={pv}"),
+                         bound=mode_bound + OUT_ROUNDING[c.dtype])
             if pv.startswith("fp8") and arch < 89:
                 res.status, res.note = "SKIP", f"FP8 P.V needs sm_89+, this is sm_{arch}"
                 emit(res)
@@ -597,7 +607,7 @@ def _check_public_family(torch, gen, emit, fam) -> None:
     t0 = time.perf_counter()
     q, k, v = make_inputs(torch, gen, b, h, h, s, s, d, layout="NHD_FLAT", device="cuda", k_offset=True)
     pv = _policy.default_pv(fam, int(_C.device_info(q.get_device())["sm_arch"]))
-    res = Result("kernel", label, f"pv={pv}", bound=bound(PV_MODE[pv], d) + OUT_ROUNDING["bfloat16"])
+    res = Result("kernel", label, f"pv={pv}", bound=bound(family_mode(fam, pv), d) + OUT_ROUNDING["bfloat16"])
     # Poison the caching allocator: the output block most likely reuses this NaN-filled one.
     junk = torch.full_like(q, float("nan"))
     del junk

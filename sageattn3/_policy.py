@@ -13,7 +13,7 @@ from typing import Dict, Tuple
 # Every kernel family the policy knows, in the order the kernel= choices and the node list
 # them. A family missing from a build (not compiled, or no compiled arch runs on this GPU)
 # makes its calls fall back with the reason "arch".
-FAMILIES: Tuple[str, ...] = ("hopper", "mma")
+FAMILIES: Tuple[str, ...] = ("hopper", "mma", "nvfp4")
 
 # kernel="auto": the families to ask, in order, per device arch (10*major + minor); the first
 # whose supports() says yes serves the call. "sdpa" ends the list: SDPA is faster than
@@ -22,6 +22,11 @@ AUTO_ORDER: Dict[int, Tuple[str, ...]] = {
     # H100/H200: the wgmma kernel where it serves (D <= 128); otherwise cuDNN SDPA, which is
     # faster than the mma kernel at every measured shape there.
     90: ("hopper", "sdpa"),
+    # RTX 50xx: NVFP4 attention (block-scaled FP4 mma.sync, cuda/nvfp4/), then the 8-bit mma
+    # kernel. nvfp4 was never run on Blackwell hardware by us: it serves only after its
+    # first-call self-test passed (_selftest.py); a failure leaves the call to mma. On sm_90 the
+    # nvfp4 kernels run with the MMA emulated (kernel="nvfp4", for testing), never through auto.
+    120: ("nvfp4", "mma"),
 }
 DEFAULT_ORDER: Tuple[str, ...] = ("mma",)
 
@@ -64,6 +69,13 @@ VERIFIED: Dict[Tuple[str, int], str] = {
                  "benchmarks/results/check_wheel_2026-12-01_nvidia-h200.json)",
     ("hopper", 90): "H200 (benchmarks/results/check_wheel_2026-12-01_nvidia-h200.json, "
                     "benchmarks/results/2026-12-01_nvidia-h200.json)",
+}
+
+# (family, sm_arch) pairs where the family runs, but with an emulation of its key instruction
+# (for testing on hardware we have): correct, far too slow to serve or benchmark. auto never
+# lists them (AUTO_ORDER); kernel=<family> still runs them; the benchmark skips them.
+EMULATED: Dict[Tuple[str, int], str] = {
+    ("nvfp4", 90): "the block-scaled FP4 MMA of sm_120a is emulated on sm_90 (cuda/nvfp4/nvfp4_mma.cuh)",
 }
 
 # kernel= choices: "auto", each family (forced: calls it can't serve go to SDPA), "sdpa".

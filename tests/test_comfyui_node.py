@@ -14,7 +14,7 @@ from sageattn3 import _dispatch
 from sageattn3.comfyui import (NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS,
                                Sage3AttentionOnlySwitch, comfy_entrypoint)
 from sageattn3.comfyui import install
-from sageattn3.comfyui.node import KERNEL_CHOICES, SCHEDULE_INPUTS
+from sageattn3.comfyui.node import EIGHT_BIT_INPUTS, KERNEL_CHOICES, SCHEDULE_INPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_required_inputs_match_existing_workflows():
 def test_optional_inputs():
     it = Sage3AttentionOnlySwitch.INPUT_TYPES()
     opt = it["optional"]
-    assert list(opt) == ["kernel", *SCHEDULE_INPUTS]
+    assert list(opt) == ["kernel", *SCHEDULE_INPUTS, *EIGHT_BIT_INPUTS]
     choices, spec = opt["kernel"]
     assert choices[0] == "auto" and "sdpa" in choices and spec["default"] == "auto"
     assert set(_dispatch.KERNELS) <= set(choices) and list(choices) == list(KERNEL_CHOICES)

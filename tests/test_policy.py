@@ -25,7 +25,11 @@ def test_plans():
     assert _policy.plan(120, "mma", "fp8_f16acc") == (("mma", "fp8_f16acc"),)
     assert _policy.plan(120, "mma", "fp8") == (("mma", "fp8"),)  # the fp32-accumulate form stays selectable
     assert _policy.plan(86, "auto", "auto") == (("mma", "fp16"),)
-    assert _policy.plan(120, "auto", "fp16") == (("mma", "fp16"),)
+    # sm_120: nvfp4 first (after its self-test), the 8-bit mma kernel behind it
+    assert _policy.plan(120, "auto", "fp16") == (("nvfp4", "fp16"), ("mma", "fp16"))
+    assert _policy.plan(120, "auto", "auto") == (("nvfp4", "fp16"), ("mma", "fp8"))
+    assert _policy.plan(90, "nvfp4", "auto") == (("nvfp4", "fp16"),)  # forcible on Hopper (emulated MMA)
+    assert all(f != "nvfp4" for f in _policy.plan(90, "auto", "auto"))  # never chosen there by auto
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
     assert _policy.min_scores("auto") == _policy.MIN_SCORES_PER_HEAD and _policy.min_scores("mma") == 0
     assert _policy.min_scores("auto", 90) == 8192 * 8192 and _policy.min_scores("hopper", 90) == 0
@@ -43,7 +47,8 @@ def test_choices_are_generated_from_the_policy():
 
 @pytest.mark.parametrize("arch", [80, 86, 89, 90, 120])
 def test_info_route_table_says_what_the_dispatcher_does(arch):
-    dev = {"name": "fake", "sm_arch": arch, "families": ["hopper", "mma"] if arch == 90 else ["mma"]}
+    fams = {90: ["hopper", "mma", "nvfp4"], 120: ["mma", "nvfp4"]}.get(arch, ["mma"])
+    dev = {"name": "fake", "sm_arch": arch, "families": fams}
     build = {"cuda": True, "cuda_archs": ["sm_90a"]}
     main = _info._routes(dev, build, True)[0]
     first = _policy.plan(arch, "auto", "auto")[0]
@@ -126,3 +131,10 @@ def test_why_no_kernels(monkeypatch):
     assert _dispatch.why_no_kernels(0) is None
     facts = {"name": "RTX 4090", "sm_arch": 89, "families": ["mma"]}
     assert _dispatch.why_no_kernels(0) is None
+
+
+def test_emulated_pairs_are_never_chosen_by_auto():
+    for (fam, arch) in _policy.EMULATED:
+        assert fam in _policy.FAMILIES
+        assert all(e == "sdpa" or e[0] != fam for e in _policy.plan(arch, "auto", "auto"))
+        assert (fam, arch) not in _policy.VERIFIED

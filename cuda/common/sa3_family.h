@@ -116,6 +116,12 @@ typedef struct sa3_family {
      * this device into out[out_len]. */
     void (*describe)(const sa3_problem *p, const sa3_options *opt, const sa3_device_facts *dev, char *out,
                      size_t out_len);
+    /* Optional (NULL unless the family has one): test-only entry points reached through
+     * _C.family_test(family, name, args, nout, stream), e.g. a kernel's building block on
+     * packed inputs. args are integers (device pointers, sizes) the test trusts; results go to
+     * out[0..nout). Never on the hot path; not part of the serving contract above. */
+    sa3_status (*test)(const char *name, const int64_t *args, int nargs, int64_t *out, int nout, void *stream,
+                       char *err, size_t err_len);
 } sa3_family;
 
 /* 1 if one of the family's targets runs on sm_arch: a plain sm_XY cubin runs on the same

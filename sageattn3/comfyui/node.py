@@ -36,6 +36,11 @@ KERNEL_CHOICES = _policy.KERNEL_CHOICES
 # until its numbers are in, we don't guess a value.
 DEFAULT_SCHEDULE = Schedule(first_steps=0, last_steps=0, first_blocks=0, last_blocks=0)
 MAX_SCHEDULE = 10000
+# kernel="nvfp4" (and "auto" where it starts with nvfp4, sm_120): first/last sampling steps on the
+# 8-bit family (override.EIGHT_BIT_KERNEL), as
+# SageAttention3 recommends for Wan 2.2 (NVFP4 on every step flickers). README has the measured
+# effect on a random-weight WanModel's output.
+DEFAULT_EIGHT_BIT_STEPS = (1, 1)
 
 _AWAIT = " Default 0 (all on sageattn3): the recommended value awaits quality measurement."
 
@@ -61,7 +66,14 @@ TOOLTIPS = {
                                     "attention (needs a ComfyUI that reports block_index)." + _AWAIT),
     "full_precision_last_blocks": ("How many last transformer blocks keep ComfyUI's own "
                                    "attention (needs a ComfyUI that reports total_blocks)." + _AWAIT),
+    "nvfp4_8bit_first_steps": ("With kernel nvfp4 (or auto on an RTX 50xx, where auto uses nvfp4): how "
+                               "many first sampling steps run on the 8-bit kernel instead (NVFP4 on the "
+                               "first and last steps causes artifacts). Other kernels ignore it."),
+    "nvfp4_8bit_last_steps": ("With kernel nvfp4 (or auto on an RTX 50xx): how many last sampling steps "
+                              "run on the 8-bit kernel instead. Other kernels ignore it."),
 }
+
+EIGHT_BIT_INPUTS = ("nvfp4_8bit_first_steps", "nvfp4_8bit_last_steps")
 
 SCHEDULE_INPUTS = ("full_precision_first_steps", "full_precision_last_steps",
                    "full_precision_first_blocks", "full_precision_last_blocks")
@@ -108,6 +120,8 @@ def apply_switch(model, enable: bool = True, print_backend: bool = True, kernel:
                  full_precision_last_steps: int = DEFAULT_SCHEDULE.last_steps,
                  full_precision_first_blocks: int = DEFAULT_SCHEDULE.first_blocks,
                  full_precision_last_blocks: int = DEFAULT_SCHEDULE.last_blocks,
+                 nvfp4_8bit_first_steps: int = DEFAULT_EIGHT_BIT_STEPS[0],
+                 nvfp4_8bit_last_steps: int = DEFAULT_EIGHT_BIT_STEPS[1],
                  node_id=None):
     """The node's work: `model` untouched if not `enable`, else a clone with our override."""
     if not enable:
@@ -132,6 +146,7 @@ def apply_switch(model, enable: bool = True, print_backend: bool = True, kernel:
     patched = model.clone()
     to = patched.model_options.setdefault("transformer_options", {})
     override = Sage3Override(kernel=kernel, schedule=schedule,
+                             eight_bit_steps=(int(nvfp4_8bit_first_steps), int(nvfp4_8bit_last_steps)),
                              previous=to.get("optimized_attention_override"),
                              label=_label(model, node_id), print_backend=print_backend)
     to["optimized_attention_override"] = override
@@ -155,6 +170,8 @@ def input_types() -> dict:
             **{name: ("INT", dict(opt_int, default=getattr(DEFAULT_SCHEDULE, name[len("full_precision_"):]),
                                   tooltip=TOOLTIPS[name]))
                for name in SCHEDULE_INPUTS},
+            **{name: ("INT", dict(opt_int, default=DEFAULT_EIGHT_BIT_STEPS[i], tooltip=TOOLTIPS[name]))
+               for i, name in enumerate(EIGHT_BIT_INPUTS)},
         },
         "hidden": {"unique_id": "UNIQUE_ID"},
     }
@@ -176,10 +193,13 @@ class Sage3AttentionOnlySwitch:
               full_precision_first_steps=DEFAULT_SCHEDULE.first_steps,
               full_precision_last_steps=DEFAULT_SCHEDULE.last_steps,
               full_precision_first_blocks=DEFAULT_SCHEDULE.first_blocks,
-              full_precision_last_blocks=DEFAULT_SCHEDULE.last_blocks, unique_id=None):
+              full_precision_last_blocks=DEFAULT_SCHEDULE.last_blocks,
+              nvfp4_8bit_first_steps=DEFAULT_EIGHT_BIT_STEPS[0], nvfp4_8bit_last_steps=DEFAULT_EIGHT_BIT_STEPS[1],
+              unique_id=None):
         return (apply_switch(model, enable, print_backend, kernel, full_precision_first_steps,
                              full_precision_last_steps, full_precision_first_blocks,
-                             full_precision_last_blocks, node_id=unique_id),)
+                             full_precision_last_blocks, nvfp4_8bit_first_steps, nvfp4_8bit_last_steps,
+                             node_id=unique_id),)
 
 
 NODE_CLASS_MAPPINGS = {NODE_NAME: Sage3AttentionOnlySwitch}

@@ -39,6 +39,13 @@ ComfyUI's own attention.
   With KSamplerAdvanced the schedule is the run's own slice, so "first steps" of a Wan 2.2
   low-noise expert are the first steps that expert runs.
 
+With kernel="nvfp4", and with kernel="auto" on a GPU where auto's first choice is nvfp4 (sm_120),
+the first/last `eight_bit_steps` sampling steps run on the 8-bit family instead
+(EIGHT_BIT_KERNEL): NVFP4 attention on every step shows artifacts and flicker on Wan 2.2, and
+SageAttention3 recommends 8-bit attention on the first and last steps. Same step rule as above
+(and the full-precision rule wins where both apply). With auto elsewhere it costs nothing (the
+device's arch is looked up once, no sigma is read).
+
 Run boundaries come from an OUTER_SAMPLE wrapper (`outer_sample`) that the node registers on the
 cloned model: it resets this model's counters when a sampling run starts and logs one line when
 it ends (which kernel served how many calls, how many went to ComfyUI's attention and why).
@@ -50,7 +57,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
-from .. import _dispatch, _stats
+from .. import _dispatch, _policy, _stats
 
 log = logging.getLogger("sageattn3.comfyui")
 
@@ -62,6 +69,10 @@ _KNOWN_KWARGS = frozenset({
     "q", "k", "v", "query", "key", "value", "heads", "mask", "attn_precision", "skip_reshape",
     "skip_output_reshape", "transformer_options", "_inside_attn_wrapper",
 })
+
+# The family that serves the 8-bit steps of a kernel="nvfp4" run (the 8-bit kernel of the
+# GPUs nvfp4 is for; on Hopper, where nvfp4 runs emulated for testing, mma runs there too).
+EIGHT_BIT_KERNEL = "mma"
 
 # Fallback reasons we produce ourselves (fixed strings keep the counters small).
 R_KERNEL_SDPA = "kernel 'sdpa' chosen on the node"
@@ -140,15 +151,27 @@ def _kw(kwargs: dict, name: str, alt: str):
     return value
 
 
+def _arch_of(dev: int) -> int:
+    """sm_arch of CUDA device `dev` (0 for CPU tensors, dev < 0)."""
+    return int(_dispatch.device_facts(dev).get("sm_arch") or 0) if dev >= 0 else 0
+
+
 class Sage3Override:
     """`optimized_attention_override` for one model (see the module docstring)."""
 
     def __init__(self, *, kernel: str = "auto", schedule: Schedule = Schedule(),
                  previous=None, label: str = "model", print_backend: bool = True,
-                 pv: str = "auto"):
+                 pv: str = "auto", eight_bit_steps: Tuple[int, int] = (0, 0)):
         if kernel not in _dispatch.KERNELS:
             raise ValueError(f"kernel must be one of {_dispatch.KERNELS}, got {kernel!r}")
+        first8, last8 = eight_bit_steps
+        for name, value in (("eight_bit_first_steps", first8), ("eight_bit_last_steps", last8)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
         self.kernel = kernel
+        self.eight_bit_steps = (first8, last8)
+        self._uses_8bit = kernel in ("nvfp4", "auto") and (first8 > 0 or last8 > 0)
+        self._auto_fp4: Dict[int, bool] = {}  # device index -> auto picks nvfp4 first there
         self.pv = pv
         self.schedule = Schedule(*schedule).validate()
         self.previous = previous
@@ -169,6 +192,7 @@ class Sage3Override:
 
     def __repr__(self) -> str:
         return (f"Sage3Override(kernel={self.kernel!r}, schedule={tuple(self.schedule)}, "
+                f"eight_bit_steps={self.eight_bit_steps}, "
                 f"label={self.label!r}, previous={'yes' if self.previous is not None else 'no'})")
 
     # ------------------------------------------------------------------ counters
@@ -276,6 +300,27 @@ class Sage3Override:
                     return R_LAST_STEPS
         return None
 
+    def _auto_is_fp4(self, q) -> bool:
+        dev = q.get_device() if q.is_cuda else -1
+        hit = self._auto_fp4.get(dev)
+        if hit is None:
+            order = _policy.auto_order(_arch_of(dev))
+            hit = self._auto_fp4[dev] = bool(order) and order[0] == "nvfp4"
+        return hit
+
+    def _kernel_for(self, to, q) -> str:
+        """The kernel= of this call: EIGHT_BIT_KERNEL on the 8-bit steps of a run that would use
+        nvfp4 (kernel="nvfp4", or "auto" where auto starts with it)."""
+        if self.kernel == "auto" and not self._auto_is_fp4(q):
+            return self.kernel
+        pos = self._step(to) if to is not None else None
+        if pos is None:
+            self.notes.add(NOTE_NO_STEPS)
+            return self.kernel
+        step, total = pos
+        first8, last8 = self.eight_bit_steps
+        return EIGHT_BIT_KERNEL if step < first8 or step >= total - last8 else self.kernel
+
     # ------------------------------------------------------------------ the override
     def _hand_back(self, reason: str, func, args, kwargs):
         self.fallback[reason] = self.fallback.get(reason, 0) + 1
@@ -327,15 +372,16 @@ class Sage3Override:
                 return self._hand_back(R_SHAPE, func, args, kwargs)
             layout, h = "NHD_FLAT", heads
 
+        kernel = self._kernel_for(to, q) if self._uses_8bit else self.kernel
         if _compiling():
             # Under torch.compile the decision lives in the opaque custom op (which falls back
             # to SDPA itself), so which path served is not known here: counted apart.
             from .. import _op
-            out = _op.attention(q, k, v, layout, h or 0, False, None, self.kernel, self.pv)
+            out = _op.attention(q, k, v, layout, h or 0, False, None, kernel, self.pv)
             self.compiled_calls += 1
         else:
             out, reason = _dispatch.try_attention(q, k, v, layout=layout, heads=h,
-                                                  kernel=self.kernel, pv=self.pv)
+                                                  kernel=kernel, pv=self.pv)
             if out is None:
                 return self._hand_back(reason, func, args, kwargs)
             self.served += 1

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from comfy_api.latest import ComfyExtension, io  # ImportError outside a recent ComfyUI
 
-from .node import (CATEGORY, DESCRIPTION, DISPLAY_NAME, KERNEL_CHOICES, MAX_SCHEDULE,
-                   NODE_NAME, SCHEDULE_INPUTS, TOOLTIPS, DEFAULT_SCHEDULE, apply_switch)
+from .node import (CATEGORY, DEFAULT_EIGHT_BIT_STEPS, DESCRIPTION, DISPLAY_NAME, EIGHT_BIT_INPUTS, KERNEL_CHOICES,
+                   MAX_SCHEDULE, NODE_NAME, SCHEDULE_INPUTS, TOOLTIPS, DEFAULT_SCHEDULE, apply_switch)
 
 
 class Sage3AttentionOnlySwitch(io.ComfyNode):
@@ -32,6 +32,9 @@ class Sage3AttentionOnlySwitch(io.ComfyNode):
                                min=0, max=MAX_SCHEDULE, step=1, optional=True,
                                tooltip=TOOLTIPS[name])
                   for name in SCHEDULE_INPUTS],
+                *[io.Int.Input(name, default=DEFAULT_EIGHT_BIT_STEPS[i], min=0, max=MAX_SCHEDULE, step=1,
+                               optional=True, tooltip=TOOLTIPS[name])
+                  for i, name in enumerate(EIGHT_BIT_INPUTS)],
             ],
             outputs=[io.Model.Output()],
             hidden=[io.Hidden.unique_id],
@@ -42,12 +45,14 @@ class Sage3AttentionOnlySwitch(io.ComfyNode):
                 full_precision_first_steps=DEFAULT_SCHEDULE.first_steps,
                 full_precision_last_steps=DEFAULT_SCHEDULE.last_steps,
                 full_precision_first_blocks=DEFAULT_SCHEDULE.first_blocks,
-                full_precision_last_blocks=DEFAULT_SCHEDULE.last_blocks) -> io.NodeOutput:
+                full_precision_last_blocks=DEFAULT_SCHEDULE.last_blocks,
+                nvfp4_8bit_first_steps=DEFAULT_EIGHT_BIT_STEPS[0],
+                nvfp4_8bit_last_steps=DEFAULT_EIGHT_BIT_STEPS[1]) -> io.NodeOutput:
         node_id = getattr(getattr(cls, "hidden", None), "unique_id", None)
         return io.NodeOutput(apply_switch(model, enable, print_backend, kernel,
                                           full_precision_first_steps, full_precision_last_steps,
                                           full_precision_first_blocks, full_precision_last_blocks,
-                                          node_id=node_id))
+                                          nvfp4_8bit_first_steps, nvfp4_8bit_last_steps, node_id=node_id))
 
 
 class Sage3Extension(ComfyExtension):
