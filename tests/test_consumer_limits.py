@@ -175,6 +175,6 @@ def test_hopper_declines_under_consumer_limits_and_is_left_out_of_check():
 def test_policy_on_the_reported_arch():
     from sageattn3 import _policy
 
-    assert _policy.plan(120, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
+    assert _policy.plan(120, "auto", "auto") == (("nvfp4", "fp16"), ("mma", "fp8_f16acc"), ("mma", "fp8"))
     assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
-    assert ("mma", 120) not in _policy.VERIFIED  # so the self-test runs under the mode too
+    assert ("mma", 120) not in _policy.VERIFIED and ("nvfp4", 120) not in _policy.VERIFIED  # so the self-test runs under the mode too

@@ -99,9 +99,16 @@ def test_ring_simulated_on_one_gpu(parts, kernel):
         o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", kernel=kernel)
         acc = (o, l) if acc is None else merge_attention(*acc, o, l, layout="NHD")
     ref_o, ref_l = ref64(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), False)
-    if kernel == "auto":
+    served = stats()["served"]
+    if kernel == "auto" and not served:  # SDPA's LSE ops (4099 tokens is short for sm_90's policy)
         assert (acc[1].double() - ref_l).abs().max() <= 1e-3 * (1 + ref_l.abs().max())
         assert (acc[0].transpose(1, 2).double() - ref_o).abs().max() <= 1.6e-2 * ref_o.abs().max()
+    elif kernel == "auto":  # a kernel family served (consumer limits: nvfp4 or mma): its own bounds
+        fp4 = "nvfp4" in served
+        assert sum(served.values()) == parts, served
+        assert float((acc[1].double() - ref_l).abs().max()) <= (0.15 if fp4 else 0.05)
+        got = acc[0].transpose(1, 2).double()
+        assert float((got - ref_o).abs().sum() / ref_o.abs().sum()) <= (0.25 if fp4 else 0.045)
     else:
         assert stats()["served"].get("mma") == parts, stats()
         assert float((acc[1].double() - ref_l).abs().max()) <= 0.05

@@ -19,15 +19,14 @@ from sageattn3.comfyui import node as node_mod  # noqa: E402
 
 def test_plans():
     assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
-    # GeForce: fp16-accumulated FP8 P.V, else (D > 128 on 99 KB: no such configuration) the fp32 form
+    # GeForce: fp16-accumulated FP8 P.V, else (D > 128 on 99 KB: no such configuration) the fp32 form;
+    # sm_120 asks nvfp4 first (after its self-test), the 8-bit mma kernel behind it
     assert _policy.plan(89, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
-    assert _policy.plan(120, "auto", "auto") == (("mma", "fp8_f16acc"), ("mma", "fp8"))
+    assert _policy.plan(120, "auto", "auto") == (("nvfp4", "fp16"), ("mma", "fp8_f16acc"), ("mma", "fp8"))
     assert _policy.plan(120, "mma", "fp8_f16acc") == (("mma", "fp8_f16acc"),)
     assert _policy.plan(120, "mma", "fp8") == (("mma", "fp8"),)  # the fp32-accumulate form stays selectable
     assert _policy.plan(86, "auto", "auto") == (("mma", "fp16"),)
-    # sm_120: nvfp4 first (after its self-test), the 8-bit mma kernel behind it
     assert _policy.plan(120, "auto", "fp16") == (("nvfp4", "fp16"), ("mma", "fp16"))
-    assert _policy.plan(120, "auto", "auto") == (("nvfp4", "fp16"), ("mma", "fp8"))
     assert _policy.plan(90, "nvfp4", "auto") == (("nvfp4", "fp16"),)  # forcible on Hopper (emulated MMA)
     assert all(f != "nvfp4" for f in _policy.plan(90, "auto", "auto"))  # never chosen there by auto
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)

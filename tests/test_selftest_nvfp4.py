@@ -72,7 +72,7 @@ def test_sm120_failed_self_test_disables_nvfp4_and_mma_serves(device, monkeypatc
             assert key is None
     assert [r[1] for r in device.runs] == ["nvfp4", "mma"]  # each tested once
     assert _stats.stats()["served"] == {"mma": 4}
-    assert prob.selected[-1][0] == (("mma", "fp8"),)  # nvfp4 no longer asked
+    assert prob.selected[-1][0] == (("mma", "fp8_f16acc"), ("mma", "fp8"))  # nvfp4 no longer asked
     warn = [r.getMessage() for r in caplog.records if r.name == "sageattn3" and r.levelno == logging.WARNING]
     assert len(warn) == 1 and "nvfp4" in warn[0] and "failed its self-test" in warn[0]
 
