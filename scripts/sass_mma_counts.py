@@ -44,7 +44,7 @@ MMA = ROOT / "cuda" / "mma"
 ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*([A-Z0-9_]+)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
                  r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)")
 KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)N(?:S_\d+([A-Za-z_]\w*?)IN)?S_11sa3_mma_cfgI"
-                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)E")
+                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)EE*Lb([01])E+v")
 INSN = re.compile(r"/\*([0-9a-f]{4,})\*/\s+(@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)\s*([^;]*);")
 
 CARDS = {  # published: SMs, boost clock (GHz); per-SM-per-clock rates below are the same for both
@@ -242,9 +242,9 @@ def main(argv=None) -> int:
             card_name, card = next((n, c) for n, c in CARDS.items() if c["arch"].rstrip("a") == arch.rstrip("a"))
             for cls, dp, pv, mt, qreg, lsum, warps, stages, ctas in rows:
                 suffix = pv.split("_", 1)[1].lower() if "_" in pv else ""
-                hit = [v for (dt, wr, *rest), v in funcs.items()
+                hit = [v for (dt, wr, *rest), v in funcs.items()  # rest[-1]: the LSE flag; counted without
                        if dt == "13__nv_bfloat16" and tuple(rest) == (dp, mt, int(pv.startswith("FP8")), qreg, lsum,
-                                                                       warps, stages)
+                                                                       warps, stages, 0)
                        and (wr == "" if not suffix else suffix in wr.lower())]
                 if not hit:
                     continue

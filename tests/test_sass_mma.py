@@ -31,10 +31,11 @@ MMA = ROOT / "cuda" / "mma"
 ARCHS = ("sm_89", "sm_120a")
 ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*([A-Z0-9_]+)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
                  r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)")
-# sa3_attn_mma_kernel<T, [wrapper<]sa3_mma_cfg<DP, MT, FP8, QREG, LSUM, WARPS, STAGES>[>]>, Itanium-mangled
-# (a P.V variant may wrap the configuration, e.g. sa3_fp8_f16acc<...> for the FP16-accumulate form)
+# sa3_attn_mma_kernel<T, [wrapper<]sa3_mma_cfg<DP, MT, FP8, QREG, LSUM, WARPS, STAGES>[>], LSE>, Itanium-mangled
+# (a P.V variant may wrap the configuration, e.g. sa3_fp8_f16acc<...> for the FP16-accumulate form; LSE:
+# the instance that writes the LSE, each row has both)
 KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)N(?:S_\d+([A-Za-z_]\w*?)IN)?S_11sa3_mma_cfgI"
-                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)E")
+                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)EE*Lb([01])E+v")
 
 
 def config_rows():
@@ -166,7 +167,7 @@ def sass(tmp_path_factory):
 
 
 def _attention_kernels(kernels):
-    """{(dtype, wrapper, DP, MT, FP8, QREG, LSUM, WARPS, STAGES): (name, usage)} of the attention
+    """{(dtype, wrapper, DP, MT, FP8, QREG, LSUM, WARPS, STAGES, LSE): (name, usage)} of the attention
     kernels; wrapper "" for a plain configuration."""
     out = {}
     for name, use in kernels.items():
@@ -176,16 +177,15 @@ def _attention_kernels(kernels):
     return out
 
 
-def _row_kernel(kernels, dtype, pv, dims):
-    """The kernel of a mma_configs.h row: F16 / FP8 are the plain configuration; any other pv token
-    (FP8_F16ACC) a wrapped FP8 one whose wrapper's name holds the token's suffix (f16acc)."""
+def _row_kernels(kernels, dtype, pv, dims):
+    """The kernels of a mma_configs.h row (with and without the LSE): F16 / FP8 are the plain
+    configuration; any other pv token (FP8_F16ACC) a wrapped FP8 one whose wrapper's name holds the
+    token's suffix (f16acc)."""
     fp8 = int(pv.startswith("FP8"))
     suffix = pv.split("_", 1)[1].lower() if "_" in pv else ""
-    for (dt, wrapper, *rest), hit in kernels.items():
-        if dt == dtype and tuple(rest) == (dims[0], dims[1], fp8) + tuple(dims[2:]) and \
-                (wrapper == "" if not suffix else suffix in wrapper.lower()):
-            return hit
-    return None
+    return [hit for (dt, wrapper, *rest), hit in sorted(kernels.items())
+            if dt == dtype and tuple(rest[:-1]) == (dims[0], dims[1], fp8) + tuple(dims[2:])
+            and (wrapper == "" if not suffix else suffix in wrapper.lower())]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -198,22 +198,24 @@ def test_geforce_configurations_do_not_spill(sass, arch):
     for cls, dp, pv, mt, qreg, lsum, warps, stages, ctas in config_rows():
         for dtype in ("6__half", "13__nv_bfloat16"):
             label = f"{cls} DP={dp} {pv} {'fp16' if 'half' in dtype else 'bf16'}"
-            hit = _row_kernel(kernels, dtype, pv, (dp, mt, qreg, lsum, warps, stages))
-            if hit is None:
-                problems.append(f"{label}: kernel not in the {arch} cubin (or its name no longer parses)")
+            hits = _row_kernels(kernels, dtype, pv, (dp, mt, qreg, lsum, warps, stages))
+            if len(hits) != 2:
+                problems.append(f"{label}: {len(hits)} kernels in the {arch} cubin, want 2 (without and with the "
+                                "LSE; or their names no longer parse)")
                 continue
-            name, use = hit
-            table.append(f"  {label:<28} REG {use['REG']:>3} STACK {use['STACK']:>3} SPILL {use['SPILL']:>3}")
-            if cls != "SMALL":
-                continue
-            regs = (use["REG"] + 7) // 8 * 8  # allocated per thread in units of 8
-            if use["STACK"] or use["SPILL"]:
-                problems.append(f"{label}: {use['STACK']} B stack frame, {use['SPILL']} B spill traffic in {name}")
-            static = use.get("CUOBJDUMP_SHARED", use["SHARED"] + (1024 if int(arch[3:].rstrip("af")) >= 90 else 0))
-            if static > allowance:
-                problems.append(f"{label}: {static} B static shared memory > SA3_MMA_STATIC_SMEM={allowance}")
-            if regs * 32 * warps * ctas > 65536:
-                problems.append(f"{label}: {use['REG']} registers x {32 * warps} threads x {ctas} CTAs > 64K")
+            for variant, (name, use) in zip(("", " +lse"), hits):
+                lab = label + variant
+                table.append(f"  {lab:<33} REG {use['REG']:>3} STACK {use['STACK']:>3} SPILL {use['SPILL']:>3}")
+                if cls != "SMALL":
+                    continue
+                regs = (use["REG"] + 7) // 8 * 8  # allocated per thread in units of 8
+                if use["STACK"] or use["SPILL"]:
+                    problems.append(f"{lab}: {use['STACK']} B stack frame, {use['SPILL']} B spill traffic in {name}")
+                static = use.get("CUOBJDUMP_SHARED", use["SHARED"] + (1024 if int(arch[3:].rstrip("af")) >= 90 else 0))
+                if static > allowance:
+                    problems.append(f"{lab}: {static} B static shared memory > SA3_MMA_STATIC_SMEM={allowance}")
+                if regs * 32 * warps * ctas > 65536:
+                    problems.append(f"{lab}: {use['REG']} registers x {32 * warps} threads x {ctas} CTAs > 64K")
     print(f"\n{arch} attention kernels (SMALL rows asserted):\n" + "\n".join(table))
     assert not problems, f"{arch}:\n" + "\n".join(problems)
 

@@ -345,7 +345,10 @@ __device__ __forceinline__ void sa3_write_lse(const sa3_attn_params &p, float m,
 }
 
 /* ---------------------------------------------------------------- the kernel */
-template <typename T, typename C>
+/* LSE: whether this instance writes the LSE (p.lse). A separate instance, so calls without it
+ * keep the register allocation they had before the LSE existed (with it folded in, the sm_90a
+ * D=128 16-bit row spilled 20-48 bytes in its loop; cuda/mma/NOTES.md). */
+template <typename T, typename C, bool LSE>
 __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
     constexpr int DP = C::DP, MT = C::MT, BQ = C::BQ, BK = C::BK;
     constexpr int CPR = DP / 8; /* 16-byte chunks per 16-bit row */
@@ -424,7 +427,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
     /* The LSE's K-smoothing term of this lane group's row, sm_scale * q.mean(K) over the
      * staged 16-bit Q (zero past D, as the mean is), parked in the row's LSE element until the
      * epilogue adds the rest (sa3_write_lse). */
-    if (p.lse != nullptr && p.smooth_k) {
+    if (LSE && p.smooth_k) {
         const float *km = w.kmean + bh * DP + (lane % LPR) * CPL * 8;
         float qk = 0.f;
 #pragma unroll 4
@@ -779,7 +782,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             }
             const float inv_l = l > 0.f ? 1.f / l : 0.f;
             const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
-            if (p.lse != nullptr) sa3_write_lse<C>(p, m_i[mt][r], l, row, lane);
+            if constexpr (LSE) sa3_write_lse<C>(p, m_i[mt][r], l, row, lane);
             if (row >= p.seq_q) continue;
 #pragma unroll
             for (int dn = 0; dn < DP / 8; ++dn) {
@@ -800,20 +803,21 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
                            size_t err_len) {
     /* C::SMEM fits the device: the family's supports() compared it with the opt-in limit
      * (sa3_mma_smem_bytes) before anything was enqueued. */
-    auto kernel = sa3_attn_mma_kernel<T, C>;
+    const int variant = p->lse != nullptr ? 1 : 0;
+    auto kernel = variant ? sa3_attn_mma_kernel<T, C, true> : sa3_attn_mma_kernel<T, C, false>;
     SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
                  "cudaFuncSetAttribute");
     /* Consumer limits: the SM's carveout as on the emulated card (-1 = the driver's choice). Set
      * only when it changes, per kernel and device; held as value + 1 so the zero-initialised
      * state means "never set" = -1, and calls outside consumer limits never make this call. A
      * race sets the same value twice. */
-    static std::atomic<int> carveout_plus1[64];
+    static std::atomic<int> carveout_plus1[2][64];
     const bool known = p->device >= 0 && p->device < 64;
     if (!known ? p->smem_carveout != -1
-               : carveout_plus1[p->device].load(std::memory_order_relaxed) != p->smem_carveout + 1) {
+               : carveout_plus1[variant][p->device].load(std::memory_order_relaxed) != p->smem_carveout + 1) {
         SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout, p->smem_carveout),
                      "cudaFuncSetAttribute");
-        if (known) carveout_plus1[p->device].store(p->smem_carveout + 1, std::memory_order_relaxed);
+        if (known) carveout_plus1[variant][p->device].store(p->smem_carveout + 1, std::memory_order_relaxed);
     }
     const dim3 grid((unsigned)sa3_ceil_div(p->seq_q, C::BQ), (unsigned)p->heads_q, (unsigned)p->batch);
     kernel<<<grid, C::THREADS, C::SMEM, stream>>>(*p, *w);
