@@ -158,34 +158,48 @@ needs_c_compiler = pytest.mark.skipif(not _have_c_compiler(),
                                       reason="torch.compile (inductor) needs a C compiler on PATH")
 
 
-def assert_graph_replays(kernel: str):
-    """sageattn(kernel=kernel) captured in a CUDA graph: the replay computes on the new q, like
-    an eager call (the extension allocates nothing and never syncs, so capture works)."""
-    import sageattn3
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-    f = lambda: sageattn3.sageattn(q, k, v, kernel=kernel)  # noqa: E731
+def capture_graph(f):
+    """Run f once on a side stream (the warm-up capture needs), then capture it in a CUDA graph.
+    Returns (graph, the warm-up's result, the captured call's static result)."""
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s):
-        eager = f()
+        warm = f()
     torch.cuda.current_stream().wait_stream(s)
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        static_out = f()
+        static = f()
+    return g, warm, static
+
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def assert_graph_replays(kernel: str, return_lse: bool = False):
+    """sageattn(kernel=kernel[, return_lse]) captured in a CUDA graph: the replay computes on the
+    new q, like an eager call (the extension allocates nothing and never syncs, so capture works)."""
+    import sageattn3
+    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
+    f = lambda: sageattn3.sageattn(q, k, v, kernel=kernel, return_lse=return_lse)  # noqa: E731
+    g, eager, static = capture_graph(f)
     q.copy_(torch.randn_like(q))
     g.replay()
     torch.cuda.synchronize()
-    assert torch.equal(static_out, sageattn3.sageattn(q, k, v, kernel=kernel))
-    assert not torch.equal(static_out, eager)
+    for got, want, before in zip(_as_tuple(static), _as_tuple(f()), _as_tuple(eager)):
+        assert torch.equal(got, want)
+        assert not torch.equal(got, before)
 
 
-def assert_compiles_fullgraph(kernel: str):
-    """sageattn(kernel=kernel) inside torch.compile(fullgraph=True) equals the eager call."""
+def assert_compiles_fullgraph(kernel: str, return_lse: bool = False):
+    """sageattn(kernel=kernel[, return_lse]) inside torch.compile(fullgraph=True) equals the eager call."""
     import sageattn3
     q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
 
     def f(q, k, v):
-        return sageattn3.sageattn(q * 1.0, k, v, kernel=kernel) + 0.0
+        r = sageattn3.sageattn(q * 1.0, k, v, kernel=kernel, return_lse=return_lse)
+        return tuple(t * 1.0 for t in r) if return_lse else r + 0.0
 
     compiled = torch.compile(f, fullgraph=True)
-    assert torch.equal(compiled(q, k, v), f(q, k, v))
+    for got, want in zip(_as_tuple(compiled(q, k, v)), _as_tuple(f(q, k, v))):
+        assert torch.equal(got, want)

@@ -17,7 +17,7 @@ import sageattn3  # noqa: E402
 from sageattn3 import _dispatch, _policy  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv,  # noqa: E402
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, make_qkv,  # noqa: E402
                          needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper, to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
@@ -175,14 +175,7 @@ def test_graph_replays_with_new_k_and_v(sk):
     call recomputes them from the new contents, nothing is carried over from capture."""
     q, k, v = make_qkv(1, 2, 1, 257, sk, 128)
     f = lambda: sageattn3.sageattn(q, k, v, kernel="hopper")  # noqa: E731
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        static_out = f()
+    g, _, static_out = capture_graph(f)
     for i in range(3):
         q2, k2, v2 = make_qkv(1, 2, 1, 257, sk, 128)
         q.copy_(q2)
@@ -270,12 +263,4 @@ def test_public_api_return_lse_is_served_by_the_kernel():
 
 @needs_c_compiler
 def test_torch_compile_with_return_lse():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-
-    def f(q, k, v):
-        o, l = sageattn3.sageattn(q * 1.0, k, v, kernel="hopper", return_lse=True)
-        return o + 0.0, l * 1.0
-
-    co, cl = torch.compile(f, fullgraph=True)(q, k, v)
-    eo, el = f(q, k, v)
-    assert torch.equal(co, eo) and torch.equal(cl, el)
+    assert_compiles_fullgraph("hopper", return_lse=True)

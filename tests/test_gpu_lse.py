@@ -14,6 +14,8 @@ torch = pytest.importorskip("torch")
 from sageattn3 import _lse  # noqa: E402
 from sageattn3.parallel import merge_attention  # noqa: E402
 
+from gpu_helpers import capture_graph  # noqa: E402
+
 pytestmark = pytest.mark.gpu
 OUT_TOL = {torch.float32: 1e-4, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}  # fp32: TF32-free ops, loose
 
@@ -126,14 +128,7 @@ def test_cuda_graph_capture_of_attention_with_lse_and_merge(kernel):
         b = _lse.attention_with_lse(q, k2, v2, layout="NHD", kernel=kernel)
         return merge_attention(*a, *b, layout="NHD")
 
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        step()  # warm-up outside capture
-    torch.cuda.current_stream().wait_stream(s)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out, lse = step()
+    graph, _, (out, lse) = capture_graph(step)  # warm-up outside capture, then capture
     q.copy_(torch.randn_like(q))
     graph.replay()
     torch.cuda.synchronize()

@@ -349,34 +349,12 @@ def test_public_api_return_lse_is_served_by_mma():
 
 
 def test_cuda_graph_capture_with_return_lse():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-    f = lambda: sageattn3.sageattn(q, k, v, kernel="mma", return_lse=True)  # noqa: E731
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        f()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        static_o, static_l = f()
-    q.copy_(torch.randn_like(q))
-    g.replay()
-    torch.cuda.synchronize()
-    eo, el = f()
-    assert torch.equal(static_o, eo) and torch.equal(static_l, el)
+    assert_graph_replays("mma", return_lse=True)
 
 
 @needs_c_compiler
 def test_torch_compile_with_return_lse():
-    q, k, v = make_qkv(1, 2, 2, 2048, 2048, 128)
-
-    def f(q, k, v):
-        o, l = sageattn3.sageattn(q * 1.0, k, v, kernel="mma", return_lse=True)
-        return o + 0.0, l * 1.0
-
-    co, cl = torch.compile(f, fullgraph=True)(q, k, v)
-    eo, el = f(q, k, v)
-    assert torch.equal(co, eo) and torch.equal(cl, el)
+    assert_compiles_fullgraph("mma", return_lse=True)
 
 
 # ----------------------------------------------------------------------------- FP8 P.V, fp16 accumulation
