@@ -78,6 +78,8 @@ def config_rows():
 
 
 def toolkit_bin():
+    """The CUDA toolkit's bin/ (CUDA_HOME / CUDA_PATH, else the nvcc on PATH, through nvcc's own
+    --dryrun TOP= for wrapper scripts), or None. tests/test_sass_mma.py uses it too."""
     for var in ("CUDA_HOME", "CUDA_PATH"):
         root = os.environ.get(var)
         if root and (Path(root) / "bin" / "nvcc").exists():

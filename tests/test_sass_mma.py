@@ -16,11 +16,9 @@ on these cards; their numbers are printed, not asserted.
 """
 from __future__ import annotations
 
-import importlib.util
-import os
 import re
-import shutil
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,19 +27,18 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 MMA = ROOT / "cuda" / "mma"
 ARCHS = ("sm_89", "sm_120a")
-ROW = re.compile(r"X\(\s*(LARGE|SMALL)\s*,\s*(\d+)\s*,\s*([A-Z0-9_]+)\s*,\s*(\d+)\s*,\s*([01])\s*,\s*([01])\s*,"
-                 r"\s*(\d+)\s*,\s*(\d+)\s*,\s*(\d+)\s*\)")
-# sa3_attn_mma_kernel<T, [wrapper<]sa3_mma_cfg<DP, MT, FP8, QREG, LSUM, WARPS, STAGES>[>], LSE>, Itanium-mangled
-# (a P.V variant may wrap the configuration, e.g. sa3_fp8_f16acc<...> for the FP16-accumulate form; LSE:
-# the instance that writes the LSE, each row has both)
-KERNEL = re.compile(r"sa3_attn_mma_kernelI(6__half|13__nv_bfloat16)N(?:S_\d+([A-Za-z_]\w*?)IN)?S_11sa3_mma_cfgI"
-                    r"Li(\d+)ELi(\d+)ELb([01])ELb([01])ELb([01])ELi(\d+)ELi(\d+)EE*Lb([01])E+v")
+_SCRIPT = ROOT / "scripts" / "sass_mma_counts.py"
+if not _SCRIPT.exists() or not MMA.is_dir():
+    pytest.skip("needs the source checkout (scripts/, cuda/mma/)", allow_module_level=True)
+sys.path.insert(0, str(_SCRIPT.parent))
+import sass_mma_counts as _counts  # noqa: E402  (one parser of mma_configs.h and the kernel names for both)
+
+ROW, KERNEL = _counts.ROW, _counts.KERNEL
 
 
 def config_rows():
     """(class, DP, pv, MT, QREG, LSUM, WARPS, STAGES, CTAS) of every mma_configs.h row."""
-    text = (MMA / "mma_configs.h").read_text()
-    rows = [(m[0], int(m[1]), m[2], *map(int, m[3:])) for m in ROW.findall(text)]
+    rows = _counts.config_rows()
     assert rows, "no X(...) rows found in cuda/mma/mma_configs.h"
     return rows
 
@@ -67,32 +64,8 @@ def test_every_head_dim_has_a_configuration_per_class():
 
 
 # ----------------------------------------------------------------------------- the toolchain
-def _toolkit_bin():
-    """The CUDA toolkit's bin/ (CUDA_HOME / CUDA_PATH, else the nvcc on PATH, through nvcc's own
-    --dryrun TOP= for wrapper scripts), or None."""
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        root = os.environ.get(var)
-        if root and (Path(root) / "bin" / "nvcc").exists():
-            return Path(root) / "bin"
-    nvcc = shutil.which("nvcc")
-    if not nvcc:
-        return None
-    res = subprocess.run([nvcc, "--dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True)
-    for line in (res.stdout + res.stderr).splitlines():
-        m = re.search(r"TOP=(\S+)", line)
-        if m and (Path(m.group(1)) / "bin" / "nvcc").exists():
-            return Path(m.group(1)) / "bin"
-    return Path(nvcc).resolve().parent
-
-
-def _cuobjdump(bin_dir):
-    cand = [bin_dir / "cuobjdump"] if bin_dir else []
-    if shutil.which("cuobjdump"):
-        cand.append(Path(shutil.which("cuobjdump")))
-    spec = importlib.util.find_spec("nvidia")  # PyPI nvidia-cuda-cuobjdump
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        cand += sorted(Path(loc).glob("cu*/bin/cuobjdump"))
-    return next((str(c) for c in cand if c.exists()), None)
+_toolkit_bin = _counts.toolkit_bin  # CUDA_HOME / CUDA_PATH, else the nvcc on PATH (through --dryrun TOP=)
+_cuobjdump = _counts.cuobjdump      # the toolkit's, PATH's, or PyPI's nvidia-cuda-cuobjdump
 
 
 def _ptxas_usage(text: str) -> dict:
