@@ -345,9 +345,8 @@ __device__ __forceinline__ void sa3_write_lse(const sa3_attn_params &p, float m,
 }
 
 /* ---------------------------------------------------------------- the kernel */
-/* LSE: whether this instance writes the LSE (p.lse). A separate instance, so calls without it
- * keep the register allocation they had before the LSE existed (with it folded in, the sm_90a
- * D=128 16-bit row spilled 20-48 bytes in its loop; cuda/mma/NOTES.md). */
+/* LSE: whether this instance writes the LSE (p.lse). A separate instance, so the LSE code costs
+ * calls without it no registers: folded into one instance it made the loop spill (NOTES.md). */
 template <typename T, typename C, bool LSE>
 __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
     constexpr int DP = C::DP, MT = C::MT, BQ = C::BQ, BK = C::BK;

@@ -20,9 +20,9 @@
  * SMALL has no 16-bit P.V row at DP=256: K + V tiles alone take 96 KB for two stages plus 16 KB
  * of INT8 Q, past 99 KB, and the LARGE row already spills on sm_120a (NOTES.md).
  * FP8_F16ACC: an fp16 partial per tile holds registers the fp32-accumulate form does not need
- * (ptxas keeps the mma results in flight): at DP=128 two m-tiles spill on sm_89/sm_120a (64-88
- * bytes), one m-tile does not (197/207 registers), so SMALL takes one m-tile there; at DP=256
- * (one m-tile already) it spills 32-40 bytes, so SMALL has no such row and supports() sends
+ * (ptxas keeps the mma results in flight): at DP=128 two m-tiles spill on sm_89/sm_120a and one
+ * does not, so SMALL takes one m-tile there; at DP=256 one m-tile already spills, so SMALL has no
+ * such row (the numbers and the loop shapes tried: NOTES.md) and supports() sends
  * pv="fp8_f16acc" there to the FP8 row's reason "pv_mode" (pv="auto" then takes pv="fp8":
  * sageattn3/_policy.py). LARGE rows copy the FP8 shapes (sm_90a runs them for tests).
  */
