@@ -2,6 +2,8 @@
  * kernel files. Internal to cuda/: csrc/ never includes it. */
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -80,6 +82,37 @@ __device__ __forceinline__ void sa3_load8(const T *src, float (&x)[8]) {
     const T *h = reinterpret_cast<const T *>(&raw);
 #pragma unroll
     for (int i = 0; i < 8; ++i) x[i] = static_cast<float>(h[i]);
+}
+
+/* Two floats as one packed pair of T (bf16 or fp16, round to nearest even), a in the low half. */
+template <typename T>
+__device__ __forceinline__ uint32_t sa3_pack2(float a, float b);
+template <>
+__device__ __forceinline__ uint32_t sa3_pack2<__nv_bfloat16>(float a, float b) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+template <>
+__device__ __forceinline__ uint32_t sa3_pack2<__half>(float a, float b) {
+    __half2 v = __floats2half2_rn(a, b);
+    return *reinterpret_cast<uint32_t *>(&v);
+}
+
+/* Column sums (MAX: column max) of a CTA's per-thread partials: thread (r0, c) holds columns
+ * 8c..8c+7 of pass row r0 in part; red is RPP x (DP + 1) shared scratch. Threads < DP write
+ * column threadIdx.x to out[threadIdx.x], combining the rows in order (deterministic). Callers
+ * put a barrier between two uses of red. */
+template <int DP, int RPP, bool MAX>
+__device__ __forceinline__ void sa3_reduce_columns(const float (&part)[8], float (*red)[DP + 1], int r0, int c,
+                                                   float *out) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) red[r0][c * 8 + i] = part[i];
+    __syncthreads();
+    if (threadIdx.x < DP) {
+        float a = 0.f;
+        for (int r = 0; r < RPP; ++r) a = MAX ? fmaxf(a, red[r][threadIdx.x]) : a + red[r][threadIdx.x];
+        out[threadIdx.x] = a;
+    }
 }
 
 __device__ __forceinline__ float sa3_exp2(float x) {

@@ -48,12 +48,6 @@ struct Smem {
     static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
 };
 
-__device__ __forceinline__ float ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
 /* Four floats to four e4m3 bytes, a in the lowest byte (cvt puts its first source high). */
 __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d) {
     uint32_t r;
@@ -64,19 +58,6 @@ __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d
         : "=r"(r)
         : "f"(a), "f"(b), "f"(c), "f"(d));
     return r;
-}
-
-template <typename T>
-__device__ __forceinline__ uint32_t pack2(float a, float b);
-template <>
-__device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float a, float b) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(a, b);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-template <>
-__device__ __forceinline__ uint32_t pack2<__half>(float a, float b) {
-    __half2 v = __floats2half2_rn(a, b);
-    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 /* Q rows [q0, q0+64) of (b, hq) -> INT8 rows in shared memory, one scale per row; 2 threads a
@@ -183,7 +164,7 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
         mn1 = fmaxf(m[1], mx1);
         const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
 #pragma unroll
-        for (int k = 0; k < 64; ++k) f[k] = ex2(f[k] + ((k & 2) ? nb1 : nb0));
+        for (int k = 0; k < 64; ++k) f[k] = sa3_exp2(f[k] + ((k & 2) ? nb1 : nb0));
     } else {
         int mx0 = (int)s[0], mx1 = (int)s[2];
 #pragma unroll
@@ -201,10 +182,10 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
         const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
 #pragma unroll
         for (int k = 0; k < 64; ++k)
-            f[k] = ex2(fmaf(__int2float_rn((int)s[k]), (k & 2) ? c1 : c0, (k & 2) ? nb1 : nb0));
+            f[k] = sa3_exp2(fmaf(__int2float_rn((int)s[k]), (k & 2) ? c1 : c0, (k & 2) ? nb1 : nb0));
     }
-    alpha[0] = ex2(m[0] - mn0);
-    alpha[1] = ex2(m[1] - mn1);
+    alpha[0] = sa3_exp2(m[0] - mn0);
+    alpha[1] = sa3_exp2(m[1] - mn1);
     m[0] = mn0;
     m[1] = mn1;
     float ls0 = 0.f, ls1 = 0.f;
@@ -375,10 +356,10 @@ __global__ void __launch_bounds__(kThreads, 1)
             const float v0 = vs[col], v1 = vs[col + 1];
             if (row0 < p.seq_q)
                 *reinterpret_cast<uint32_t *>(out + row0 * p.o_stride[2] + col) =
-                    pack2<T>(o[4 * g] * v0 * inv0, o[4 * g + 1] * v1 * inv0);
+                    sa3_pack2<T>(o[4 * g] * v0 * inv0, o[4 * g + 1] * v1 * inv0);
             if (row1 < p.seq_q)
                 *reinterpret_cast<uint32_t *>(out + row1 * p.o_stride[2] + col) =
-                    pack2<T>(o[4 * g + 2] * v0 * inv1, o[4 * g + 3] * v1 * inv1);
+                    sa3_pack2<T>(o[4 * g + 2] * v0 * inv1, o[4 * g + 3] * v1 * inv1);
         }
     }
     if (p.lse != nullptr && t == 0) {

@@ -64,23 +64,9 @@ __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, co
         }
     }
     const int64_t out = (bh * w.nchunks + blockIdx.y) * DP;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) red[r0][c * 8 + i] = sum[i];
+    sa3_reduce_columns<DP, RPP, false>(sum, red, r0, c, w.ksum + out);
     __syncthreads();
-    if (threadIdx.x < DP) {
-        float s = 0.f;
-        for (int r = 0; r < RPP; ++r) s += red[r][threadIdx.x];
-        w.ksum[out + threadIdx.x] = s;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int i = 0; i < 8; ++i) red[r0][c * 8 + i] = vmx[i];
-    __syncthreads();
-    if (threadIdx.x < DP) {
-        float m = 0.f;
-        for (int r = 0; r < RPP; ++r) m = fmaxf(m, red[r][threadIdx.x]);
-        w.vmax[out + threadIdx.x] = m;
-    }
+    sa3_reduce_columns<DP, RPP, true>(vmx, red, r0, c, w.vmax + out);
 }
 
 /* The pieces of one 128-key block a thread holds: piece i is row (tid + i*kThreads) / CPR,

@@ -58,10 +58,6 @@ struct sa3_half_ops;
 
 template <>
 struct sa3_half_ops<__nv_bfloat16> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&v);
-    }
     static __device__ __forceinline__ float2 unpack(uint32_t x) {
         return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&x));
     }
@@ -75,10 +71,6 @@ struct sa3_half_ops<__nv_bfloat16> {
 
 template <>
 struct sa3_half_ops<__half> {
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-        __half2 v = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&v);
-    }
     static __device__ __forceinline__ float2 unpack(uint32_t x) {
         return __half22float2(*reinterpret_cast<const __half2 *>(&x));
     }
@@ -656,12 +648,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                     uint32_t pa[MT][4];
 #pragma unroll
                     for (int mt = mt0; mt < mt1; ++mt) {
-                        pa[mt][0] = sa3_half_ops<T>::pack(sf[mt][2 * kc][0], sf[mt][2 * kc][1]);
-                        pa[mt][1] = sa3_half_ops<T>::pack(sf[mt][2 * kc][2], sf[mt][2 * kc][3]);
-                        pa[mt][2] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1]);
-                        pa[mt][3] = sa3_half_ops<T>::pack(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3]);
+                        pa[mt][0] = sa3_pack2<T>(sf[mt][2 * kc][0], sf[mt][2 * kc][1]);
+                        pa[mt][1] = sa3_pack2<T>(sf[mt][2 * kc][2], sf[mt][2 * kc][3]);
+                        pa[mt][2] = sa3_pack2<T>(sf[mt][2 * kc + 1][0], sf[mt][2 * kc + 1][1]);
+                        pa[mt][3] = sa3_pack2<T>(sf[mt][2 * kc + 1][2], sf[mt][2 * kc + 1][3]);
                         if constexpr (C::LSUM_MMA) {
-                            const uint32_t one2 = sa3_half_ops<T>::pack(1.f, 1.f);
+                            const uint32_t one2 = sa3_pack2<T>(1.f, 1.f);
                             sa3_half_ops<T>::mma(l_acc[mt], pa[mt], one2, one2);
                         }
                     }
@@ -792,7 +784,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                     x0 *= w.vscale[bh * DP + col];
                     x1 *= w.vscale[bh * DP + col + 1];
                 }
-                *reinterpret_cast<uint32_t *>(og + row * p.o_stride_s + col) = sa3_half_ops<T>::pack(x0 * inv_l, x1 * inv_l);
+                *reinterpret_cast<uint32_t *>(og + row * p.o_stride_s + col) = sa3_pack2<T>(x0 * inv_l, x1 * inv_l);
             }
         }
 }

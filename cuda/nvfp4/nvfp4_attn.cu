@@ -89,17 +89,6 @@ __device__ __forceinline__ void load_tile(Smem<DP> &sm, int st, const sa3_nvfp4_
     sa3_cp_async_commit();
 }
 
-template <typename T>
-__device__ __forceinline__ void store2(T *dst, float a, float b);
-template <>
-__device__ __forceinline__ void store2<__half>(__half *dst, float a, float b) {
-    *reinterpret_cast<__half2 *>(dst) = __floats2half2_rn(a, b);
-}
-template <>
-__device__ __forceinline__ void store2<__nv_bfloat16>(__nv_bfloat16 *dst, float a, float b) {
-    *reinterpret_cast<__nv_bfloat162 *>(dst) = __floats2bfloat162_rn(a, b);
-}
-
 template <int DP, typename T>
 __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4_params p, const sa3_nvfp4_ws w) {
     constexpr int NC = DP / 64; /* 64-wide d chunks of QK^T */
@@ -299,7 +288,7 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
             if (col >= p.head_dim) continue;
             const float a = lr == 0.f ? 0.f : __fdiv_rn(__fmul_rn(o[nd][2 * r], gv), lr);
             const float c = lr == 0.f ? 0.f : __fdiv_rn(__fmul_rn(o[nd][2 * r + 1], gv), lr);
-            store2<T>(orow + col, a, c);
+            *reinterpret_cast<uint32_t *>(orow + col) = sa3_pack2<T>(a, c);
         }
     }
 }
