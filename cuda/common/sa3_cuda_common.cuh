@@ -49,6 +49,17 @@ struct sa3_device_guard {
 __host__ __device__ static inline int64_t sa3_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ static inline int64_t sa3_round_up(int64_t a, int64_t b) { return sa3_ceil_div(a, b) * b; }
 
+static inline size_t sa3_align256(size_t x) { return (x + 255u) & ~(size_t)255u; }
+
+/* One array of a family's workspace layout: `count` elements of T at offset *off of base (NULL
+ * base: sizes only), *off then advanced past it to the next 256-byte boundary. */
+template <typename T>
+static inline T *sa3_carve(char *base, size_t *off, int64_t count) {
+    T *p = base ? reinterpret_cast<T *>(base + *off) : nullptr;
+    *off = sa3_align256(*off + (size_t)count * sizeof(T));
+    return p;
+}
+
 /* The padded head dim a kernel instance works on (columns past D are zeros). */
 static inline int sa3_padded_head_dim(int64_t d) { return d <= 64 ? 64 : (d <= 128 ? 128 : 256); }
 

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sa3_cuda_common.cuh"
 #include "sa3_family.h"
 
 namespace sa3h {
@@ -34,8 +35,6 @@ struct Workspace {
     size_t bytes;
 };
 
-static inline size_t align256(size_t x) { return (x + 255u) & ~(size_t)255u; }
-
 static inline int padded_head_dim(int64_t d) { return d <= 64 ? 64 : 128; }
 
 /* base may be NULL to only compute sizes. */
@@ -52,17 +51,13 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     w.nchunks = (seq_k + w.chunk - 1) / w.chunk;
     size_t off = 0;
     char *b = (char *)base;
-#define SA3H_CARVE(field, type, count)                                 \
-    w.field = b ? (type *)(b + off) : (type *)0;                       \
-    off = align256(off + (size_t)(count) * sizeof(type));
-    SA3H_CARVE(kq, int8_t, bh * w.nblk * kBlockN * w.dp)
-    SA3H_CARVE(vq, uint8_t, bh * w.nblk * kBlockN * w.dp)
-    SA3H_CARVE(kscale, float, bh * w.nblk)
-    SA3H_CARVE(vscale, float, bh * w.dp)
-    SA3H_CARVE(kmean, float, bh * w.dp)
-    SA3H_CARVE(ksum, float, bh * w.nchunks * w.dp)
-    SA3H_CARVE(vmax, float, bh * w.nchunks * w.dp)
-#undef SA3H_CARVE
+    w.kq = sa3_carve<int8_t>(b, &off, bh * w.nblk * kBlockN * w.dp);
+    w.vq = sa3_carve<uint8_t>(b, &off, bh * w.nblk * kBlockN * w.dp);
+    w.kscale = sa3_carve<float>(b, &off, bh * w.nblk);
+    w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
+    w.kmean = sa3_carve<float>(b, &off, bh * w.dp);
+    w.ksum = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
+    w.vmax = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
     w.bytes = off;
     return w;
 }

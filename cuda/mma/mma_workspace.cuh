@@ -25,8 +25,6 @@ typedef struct sa3_mma_ws {
     size_t bytes;      /* total */
 } sa3_mma_ws;
 
-static inline size_t sa3_align256(size_t x) { return (x + 255u) & ~(size_t)255u; }
-
 /* base may be NULL to only compute sizes. */
 static inline sa3_mma_ws sa3_mma_ws_layout(void *base, int64_t batch, int64_t heads_kv, int64_t seq_k,
                                            int64_t head_dim, int fp8_pv) {
@@ -37,23 +35,19 @@ static inline sa3_mma_ws sa3_mma_ws_layout(void *base, int64_t batch, int64_t he
     w.nchunks = sa3_ceil_div(seq_k, SA3_KV_CHUNK);
     size_t off = 0;
     char *b = (char *)base;
-#define SA3_CARVE(field, type, count)                                  \
-    w.field = b ? (type *)(b + off) : (type *)0;                       \
-    off = sa3_align256(off + (size_t)(count) * sizeof(type));
-    SA3_CARVE(kq, int8_t, bh * w.skp * w.dp)
-    SA3_CARVE(kscale, float, bh * (w.skp / 16))
-    SA3_CARVE(ksum, float, bh * w.nchunks * w.dp)
-    SA3_CARVE(kmean, float, bh * w.dp)
+    w.kq = sa3_carve<int8_t>(b, &off, bh * w.skp * w.dp);
+    w.kscale = sa3_carve<float>(b, &off, bh * (w.skp / 16));
+    w.ksum = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
+    w.kmean = sa3_carve<float>(b, &off, bh * w.dp);
     if (fp8_pv) {
-        SA3_CARVE(vmax, float, bh * w.nchunks * w.dp)
-        SA3_CARVE(vq, uint8_t, bh * w.dp * w.skp)
-        SA3_CARVE(vscale, float, bh * w.dp)
+        w.vmax = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
+        w.vq = sa3_carve<uint8_t>(b, &off, bh * w.dp * w.skp);
+        w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
     } else {
         w.vmax = 0;
         w.vq = 0;
         w.vscale = 0;
     }
-#undef SA3_CARVE
     w.bytes = off;
     return w;
 }

@@ -32,8 +32,6 @@ typedef struct sa3_nvfp4_ws {
     size_t bytes;
 } sa3_nvfp4_ws;
 
-static inline size_t sa3_nvfp4_align256(size_t x) { return (x + 255u) & ~(size_t)255u; }
-
 static inline int sa3_nvfp4_dp(int64_t d) { return d <= 64 ? 64 : 128; }
 
 /* base may be NULL to only compute sizes. */
@@ -48,25 +46,21 @@ static inline sa3_nvfp4_ws sa3_nvfp4_ws_layout(void *base, int64_t batch, int64_
     w.nck = sa3_ceil_div(seq_k, SA3_NVFP4_CHUNK);
     size_t off = 0;
     char *b = (char *)base;
-#define SA3_CARVE(field, type, count)                                  \
-    w.field = b ? (type *)(b + off) : (type *)0;                       \
-    off = sa3_nvfp4_align256(off + (size_t)(count) * sizeof(type));
-    SA3_CARVE(qc, uint8_t, bhq * w.sqp * (w.dp / 2))
-    SA3_CARVE(qs, uint8_t, bhq * w.sqp * (w.dp / 16))
-    SA3_CARVE(kc, uint8_t, bhk * w.skp * (w.dp / 2))
-    SA3_CARVE(ks, uint8_t, bhk * w.skp * (w.dp / 16))
-    SA3_CARVE(vc, uint8_t, bhk * w.dp * (w.skp / 2))
-    SA3_CARVE(vs, uint8_t, bhk * w.dp * (w.skp / 16))
-    SA3_CARVE(ksum, float, bhk * w.nck * w.dp)
-    SA3_CARVE(kmean, float, bhk * w.dp)
-    SA3_CARVE(kamax, float, bhk * w.nck)
-    SA3_CARVE(vamax, float, bhk * w.nck)
-    SA3_CARVE(qmean, float, bhq * (w.sqp / SA3_NVFP4_TILE) * w.dp)
-    SA3_CARVE(qamax, float, bhq * w.ncq)
-    SA3_CARVE(gq, float, bhq)
-    SA3_CARVE(gk, float, bhk)
-    SA3_CARVE(gv, float, bhk)
-#undef SA3_CARVE
+    w.qc = sa3_carve<uint8_t>(b, &off, bhq * w.sqp * (w.dp / 2));
+    w.qs = sa3_carve<uint8_t>(b, &off, bhq * w.sqp * (w.dp / 16));
+    w.kc = sa3_carve<uint8_t>(b, &off, bhk * w.skp * (w.dp / 2));
+    w.ks = sa3_carve<uint8_t>(b, &off, bhk * w.skp * (w.dp / 16));
+    w.vc = sa3_carve<uint8_t>(b, &off, bhk * w.dp * (w.skp / 2));
+    w.vs = sa3_carve<uint8_t>(b, &off, bhk * w.dp * (w.skp / 16));
+    w.ksum = sa3_carve<float>(b, &off, bhk * w.nck * w.dp);
+    w.kmean = sa3_carve<float>(b, &off, bhk * w.dp);
+    w.kamax = sa3_carve<float>(b, &off, bhk * w.nck);
+    w.vamax = sa3_carve<float>(b, &off, bhk * w.nck);
+    w.qmean = sa3_carve<float>(b, &off, bhq * (w.sqp / SA3_NVFP4_TILE) * w.dp);
+    w.qamax = sa3_carve<float>(b, &off, bhq * w.ncq);
+    w.gq = sa3_carve<float>(b, &off, bhq);
+    w.gk = sa3_carve<float>(b, &off, bhk);
+    w.gv = sa3_carve<float>(b, &off, bhk);
     w.bytes = off;
     return w;
 }
