@@ -32,12 +32,18 @@ def _(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
     return q.new_empty(shape)
 
 
-def attention(q, k, v, layout: str, heads: int, is_causal: bool, sm_scale: Optional[float], kernel: str,
-              pv: str):
-    """The custom op sageattn3::attention (heads 0 = not given)."""
+def _validate_eagerly(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
+    """Bad arguments raise here, eagerly, with our messages (under torch.compile the graph was
+    traced from a call that already passed this)."""
     if not torch.compiler.is_compiling():
         _dispatch.validate_args(layout, heads, kernel, pv)
         _dispatch.problem(q, k, v, layout, heads if heads else None, is_causal, sm_scale)
+
+
+def attention(q, k, v, layout: str, heads: int, is_causal: bool, sm_scale: Optional[float], kernel: str,
+              pv: str):
+    """The custom op sageattn3::attention (heads 0 = not given)."""
+    _validate_eagerly(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv)
     return _attention(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv)
 
 
@@ -67,7 +73,5 @@ def _(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv):
 def attention_lse(q, k, v, layout: str, heads: int, is_causal: bool, sm_scale: Optional[float], kernel: str,
                   pv: str):
     """The custom op sageattn3::attention_lse: (out, lse) (heads 0 = not given)."""
-    if not torch.compiler.is_compiling():
-        _dispatch.validate_args(layout, heads, kernel, pv)
-        _dispatch.problem(q, k, v, layout, heads if heads else None, is_causal, sm_scale)
+    _validate_eagerly(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv)
     return _attention_lse(q, k, v, layout, heads, is_causal, sm_scale, kernel, pv)

@@ -30,16 +30,6 @@ def _version(dist: str, mod) -> str:
     return "unknown (no package metadata)"
 
 
-def _to_hnd(x, layout: str, heads: int):
-    """(B, H, S, D) view (no copy)."""
-    if layout == "HND":
-        return x
-    if layout == "NHD":
-        return x.transpose(1, 2)
-    b, s, hd = x.shape
-    return x.view(b, s, heads, hd // heads).transpose(1, 2)
-
-
 def _kv_heads(k, layout: str, q_heads: int, q) -> int:
     if layout == "NHD_FLAT":
         return k.shape[-1] // (q.shape[-1] // q_heads)
@@ -178,9 +168,10 @@ class ComfyKitchen(Peer):
             raise ValueError("comfy_kitchen.int8_attention has no causal mode")
         if layout == "HND":
             return self.mod.int8_attention(q, k, v)
+        from ._check import to_hnd
         hk = _kv_heads(k, layout, heads, q) if layout == "NHD_FLAT" else None
-        o = self.mod.int8_attention(_to_hnd(q, layout, heads), _to_hnd(k, layout, hk),
-                                    _to_hnd(v, layout, hk))
+        o = self.mod.int8_attention(to_hnd(q, layout, heads), to_hnd(k, layout, hk),
+                                    to_hnd(v, layout, hk))
         o = o.transpose(1, 2)
         return o if layout == "NHD" else o.reshape(o.shape[0], o.shape[1], -1)
 
