@@ -203,3 +203,25 @@ def assert_compiles_fullgraph(kernel: str, return_lse: bool = False):
     compiled = torch.compile(f, fullgraph=True)
     for got, want in zip(_as_tuple(compiled(q, k, v)), _as_tuple(f(q, k, v))):
         assert torch.equal(got, want)
+
+
+# ----------------------------------------------------------------------------- self-test
+
+@pytest.fixture
+def fresh(monkeypatch):
+    """A clean self-test state and clean stats before and after the test; yields monkeypatch
+    (tests set SAGEATTN3_SELF_TEST through it). Import it into a test module to use it."""
+    import sageattn3
+    from sageattn3 import _selftest
+    _selftest.reset()
+    sageattn3.reset_stats()
+    yield monkeypatch
+    _selftest.reset()
+    sageattn3.reset_stats()
+
+
+def random_qkv(s=1000, d=128, h=2, layout="NHD_FLAT"):
+    """q, k, v of one batch from a freshly seeded generator, bf16, (1, S, H*D) or (1, H, S, D)."""
+    g = torch.Generator(device="cuda").manual_seed(int.from_bytes(os.urandom(4), "little"))
+    shape = (1, s, h * d) if layout == "NHD_FLAT" else (1, h, s, d)
+    return [torch.randn(shape, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)]

@@ -27,8 +27,8 @@ import sageattn3  # noqa: E402
 from sageattn3 import _check, _dispatch, _selftest  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv, needs_c_compiler,  # noqa: E402
-                         ref64, rel_l1, to_hnd)
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, fresh, make_qkv,  # noqa: E402,F401
+                         needs_c_compiler, random_qkv, ref64, rel_l1, to_hnd)  # (fresh: a fixture)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "nvfp4" in _C.device_info(torch.cuda.current_device()).get("families", []))
@@ -306,24 +306,10 @@ def test_torch_compile_fullgraph():
 
 # ----------------------------------------------------------------------------- self-test
 
-@pytest.fixture
-def fresh(monkeypatch):
-    _selftest.reset()
-    sageattn3.reset_stats()
-    yield monkeypatch
-    _selftest.reset()
-    sageattn3.reset_stats()
-
-
-def _qkv_flat(s=1000, d=128, h=2):
-    g = torch.Generator(device="cuda").manual_seed(int.from_bytes(os.urandom(4), "little"))
-    return [torch.randn((1, s, h * d), device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)]
-
-
 def test_self_test_runs_and_passes_on_first_use(fresh):
     """nvfp4 is verified nowhere: its first call runs the self-test (here on the emulated MMA)."""
     fresh.delenv("SAGEATTN3_SELF_TEST", raising=False)
-    q, k, v = _qkv_flat()
+    q, k, v = random_qkv()
     out = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=2, kernel="nvfp4")
     torch.cuda.synchronize()
     st = _selftest._status[(torch.cuda.current_device(), "nvfp4")]
@@ -335,7 +321,7 @@ def test_self_test_runs_and_passes_on_first_use(fresh):
 
 def test_forced_self_test_failure_disables_nvfp4(fresh, caplog):
     fresh.setenv("SAGEATTN3_SELF_TEST", "force-fail")
-    q, k, v = _qkv_flat()
+    q, k, v = random_qkv()
     with caplog.at_level("WARNING", logger="sageattn3"):
         out = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=2, kernel="nvfp4")
         out2 = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=2, kernel="nvfp4")

@@ -24,26 +24,13 @@ import sageattn3  # noqa: E402
 from sageattn3 import _dispatch, _policy, _selftest, _stats  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
+from gpu_helpers import fresh, random_qkv  # noqa: E402,F401 (fresh: a fixture)
+
 _FAMS = (_C.device_info(torch.cuda.current_device()).get("families", [])
          if torch.cuda.is_available() and _C is not None and _C.HAS_CUDA else [])
 if _FAMS and _C.device_info(torch.cuda.current_device())["sm_arch"] != 90:  # consumer limits: hopper declines
     _FAMS = [f for f in _FAMS if f != "hopper"]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _FAMS, reason="no kernel family runs on this GPU/build")]
-
-
-@pytest.fixture
-def fresh(monkeypatch):
-    _selftest.reset()
-    sageattn3.reset_stats()
-    yield monkeypatch
-    _selftest.reset()
-    sageattn3.reset_stats()
-
-
-def _qkv(s=1000, d=128, h=2, layout="NHD_FLAT"):
-    g = torch.Generator(device="cuda").manual_seed(int.from_bytes(os.urandom(4), "little"))
-    shape = (1, s, h * d) if layout == "NHD_FLAT" else (1, h, s, d)
-    return [torch.randn(shape, device="cuda", generator=g, dtype=torch.bfloat16) for _ in range(3)]
 
 
 def _dev():
@@ -55,7 +42,7 @@ def test_force_runs_the_self_test_and_it_passes(fresh, family):
     if family not in _FAMS:
         pytest.skip(f"{family} does not run here")
     fresh.setenv("SAGEATTN3_SELF_TEST", "force")
-    q, k, v = _qkv()
+    q, k, v = random_qkv()
     out = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=2, kernel=family)
     torch.cuda.synchronize()
     st = _selftest._status[(_dev(), family)]
@@ -71,7 +58,7 @@ def test_force_fail_disables_hopper_and_sdpa_serves(fresh, caplog):
     if "hopper" not in _FAMS:
         pytest.skip("hopper does not run here")
     fresh.setenv("SAGEATTN3_SELF_TEST", "force-fail")
-    q, k, v = _qkv(s=8192, h=1)  # Sq*Sk = 8192^2: kernel="auto" picks hopper on sm_90
+    q, k, v = random_qkv(s=8192, h=1)  # Sq*Sk = 8192^2: kernel="auto" picks hopper on sm_90
     with caplog.at_level(logging.WARNING, logger="sageattn3"):
         out = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=1)
         out2 = sageattn3.sageattn(q, k, v, tensor_layout="NHD_FLAT", heads=1)
@@ -89,7 +76,7 @@ def test_capture_before_any_eager_call_falls_back_then_eager_tests(fresh):
     if "hopper" not in _FAMS:
         pytest.skip("hopper does not run here")
     fresh.setenv("SAGEATTN3_SELF_TEST", "force")  # sm_90 is verified: force makes the test due
-    q, k, v = _qkv(h=2)
+    q, k, v = random_qkv(h=2)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # SDPA's own warm-up, outside the capture
