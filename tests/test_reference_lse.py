@@ -24,6 +24,8 @@ import secrets
 import numpy as np
 import pytest
 
+from np_reference import attention64
+
 _C = pytest.importorskip("sageattn3._C")
 
 
@@ -43,23 +45,6 @@ def make_qkv(gen, B, Hq, Hkv, Sq, Sk, D, k_offset=4.0, dtype=np.float32):
     k = gen.standard_normal((B, Hkv, Sk, D)) + k_offset * gen.standard_normal((B, Hkv, 1, D))
     v = gen.standard_normal((B, Hkv, Sk, D))
     return q.astype(dtype), k.astype(dtype), v.astype(dtype)
-
-
-def ref64(q, k, v, *, is_causal=False, sm_scale=None):
-    """float64 (out, lse, p) in HND with GQA by repetition and a top-left causal mask."""
-    q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
-    rep = q.shape[1] // k.shape[1]
-    k, v = np.repeat(k, rep, 1), np.repeat(v, rep, 1)
-    scale = 1.0 / np.sqrt(q.shape[-1]) if sm_scale is None else sm_scale
-    s = np.einsum("bhid,bhjd->bhij", q, k) * scale
-    if is_causal:
-        sq, sk = s.shape[-2:]
-        s = np.where(np.arange(sk)[None, :] <= np.arange(sq)[:, None], s, -np.inf)
-    m = s.max(-1, keepdims=True)
-    e = np.exp(s - m)
-    lse = m[..., 0] + np.log(e.sum(-1))
-    p = e / e.sum(-1, keepdims=True)
-    return p @ v, lse, p
 
 
 def _int8_var(x, block):
@@ -122,7 +107,7 @@ def test_exact_lse_matches_float64(rng, shape, layout):
     q, k, v = make_qkv(gen, B, Hq, Hkv, Sq, Sk, D)
     args = (q, k, v) if layout == "HND" else tuple(np.ascontiguousarray(x.transpose(0, 2, 1, 3)) for x in (q, k, v))
     out, lse = _C.reference_attention(*args, mode="exact", is_causal=causal, layout=layout, return_lse=True)
-    ref_o, ref_l, _ = ref64(q, k, v, is_causal=causal)
+    ref_o, ref_l, _ = attention64(q, k, v, is_causal=causal)
     assert lse.shape == (B, Hq, Sq) and lse.dtype == np.float32 and lse.flags["C_CONTIGUOUS"]
     err = np.abs(lse - ref_l)
     assert (err <= 1e-5 * (1 + np.abs(ref_l))).all(), f"max |err| {err.max():.2e} {tag(seed)}"
@@ -153,7 +138,7 @@ def test_quantized_lse_within_derived_bound(rng, case):
     out, lse = _C.reference_attention(q, k, v, return_lse=True, **kw)
     plain = _C.reference_attention(q, k, v, **kw)
     np.testing.assert_array_equal(out, plain)  # asking for the LSE changes no output bit
-    _, ref_l, p = ref64(q, k, v, is_causal=causal)
+    _, ref_l, p = attention64(q, k, v, is_causal=causal)
     # granularity "mma" groups rows differently; its scale groups are never larger than 32/64
     # rows, so the block model with 32/64 rows is an upper bound for it
     rms = predicted_lse_rms(q, k, p, mode=mode, smooth_k=smooth_k, per_block_mean=pbm)
@@ -199,7 +184,7 @@ def test_chunks_merged_by_lse_equal_full_attention(rng):
         lses.append(l.astype(np.float64))
     lse = np.logaddexp.reduce(np.stack(lses), axis=0)
     out = sum(np.exp(l - lse)[..., None] * o for o, l in zip(outs, lses))
-    ref_o, ref_l, _ = ref64(q, k, v)
+    ref_o, ref_l, _ = attention64(q, k, v)
     assert np.abs(lse - ref_l).max() <= 1e-5 * (1 + np.abs(ref_l).max()), tag(seed)
     assert np.abs(out - ref_o).max() <= 1e-5 * np.abs(ref_o).max(), tag(seed)
 

@@ -136,7 +136,7 @@ def test_cpu_subset_passes_from_the_installed_wheel(installed):
     in that venv: torch-only tests skip; the reference, CLI and node-definition tests run)."""
     tests = installed["tmp"] / "tests"
     tests.mkdir(exist_ok=True)
-    for name in ["conftest.py", "bench_fakes.py", *CPU_SUBSET]:  # the subset and the helpers it imports
+    for name in ["conftest.py", "bench_fakes.py", "np_reference.py", *CPU_SUBSET]:  # the subset and the helpers it imports
         shutil.copy(REPO / "tests" / name, tests / name)
     r = subprocess.run([str(installed["venv"] / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "--rootdir", str(installed["tmp"]), *[str(tests / n) for n in CPU_SUBSET]],
