@@ -44,7 +44,10 @@ struct Smem {
     static constexpr int v_off = k_off + NS * kK;
     static constexpr int bar_off = v_off + NS * kV;  /* fullK, fullV, emptyK, emptyV: NS each */
     static constexpr int row_off = bar_off + 4 * NS * 8; /* per-row Q scale and LSE term */
-    static constexpr int bytes = row_off + 2 * kBlockM * 4;
+    static constexpr int vs_off = row_off + 2 * kBlockM * 4; /* each consumer's copy of the V scales */
+    static constexpr int o_pitch = DP * 2 + 16;           /* padded: the fragment stores hit 32 banks */
+    static constexpr int o_off = vs_off + 2 * DP * 4;     /* each consumer's 64 output rows */
+    static constexpr int bytes = o_off + 2 * 64 * o_pitch;
     static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
 };
 
@@ -71,7 +74,7 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
     const int r = tid >> 1, half = tid & 1;
     const int64_t row = q0 + r;
     const T *src = static_cast<const T *>(p.q) + b * p.q_stride[0] + hq * p.q_stride[1] + row * p.q_stride[2];
-    float x[PER];
+    float x[PER], km[PER];
 #pragma unroll
     for (int i = 0; i < PER / 8; ++i) {
         const int col = half * PER + i * 8;
@@ -80,11 +83,20 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
 #pragma unroll
         for (int e = 0; e < 8; ++e) x[i * 8 + e] = t[e];
     }
+    /* The mean as 16-byte loads, issued with Q's so both latencies overlap. */
+#pragma unroll
+    for (int i = 0; i < PER / 4; ++i) {
+        const float4 m4 = reinterpret_cast<const float4 *>(kmean + half * PER)[i];
+        km[4 * i] = m4.x;
+        km[4 * i + 1] = m4.y;
+        km[4 * i + 2] = m4.z;
+        km[4 * i + 3] = m4.w;
+    }
     float amax = 0.f, qm = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         amax = fmaxf(amax, fabsf(x[i]));
-        qm = fmaf(x[i], kmean[half * PER + i], qm);
+        qm = fmaf(x[i], km[i], qm);
     }
     amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));
     qm += __shfl_xor_sync(0xffffffffu, qm, 1);
@@ -218,6 +230,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint64_t *full_v = full_k + NS, *empty_k = full_k + 2 * NS, *empty_v = full_k + 3 * NS;
     float *row_scale = reinterpret_cast<float *>(smem + L::row_off);
     float *row_lse = row_scale + kBlockM;
+    float *vs_all = reinterpret_cast<float *>(smem + L::vs_off);
 
     const int qt = CAUSAL ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x; /* heavy tiles first */
     const int64_t hq = blockIdx.y, b = blockIdx.z;
@@ -264,8 +277,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int tid = threadIdx.x - 128 * wg;
     const int warp = tid / 32, lane = tid % 32, t = lane & 3;
     const int64_t q0 = (int64_t)qt * kBlockM + cw * 64;
+    /* The epilogue's V scales are staged in shared memory here, where the load hides under Q's:
+     * read from global memory between the output stores, each would wait out its own latency
+     * (the compiler cannot move a load above a store that may alias it). */
+    float *vs = vs_all + cw * DP;
+    float4 vs4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (tid < DP / 4) vs4 = reinterpret_cast<const float4 *>(w.vscale + bhk * DP)[tid];
     load_quantize_q<DP, T>(p, w.kmean + bhk * DP, sq + cw * L::kQ, row_scale + cw * 64, row_lse + cw * 64, b, hq,
                            q0, tid);
+    if (tid < DP / 4) reinterpret_cast<float4 *>(vs)[tid] = vs4;
     fence_proxy_async_smem();
     named_barrier_sync(1 + cw, 128);
 
@@ -347,20 +367,28 @@ __global__ void __launch_bounds__(kThreads, 1)
     l[1] += __shfl_xor_sync(0xffffffffu, l[1], 1);
     l[1] += __shfl_xor_sync(0xffffffffu, l[1], 2);
     const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
-    const float *vs = w.vscale + bhk * DP;
-    T *out = static_cast<T *>(p.o) + b * p.o_stride[0] + hq * p.o_stride[1];
+    /* Through shared memory: from the fragments, a warp's store covers 8 rows with 16 bytes
+     * each; staged, each row leaves as whole 16-byte chunks, 8 of a warp's lanes per row. */
+    uint8_t *so = smem + L::o_off + cw * 64 * L::o_pitch;
 #pragma unroll
     for (int g = 0; g < DP / 8; ++g) {
         const int col = 8 * g + 2 * t;
-        if (col < p.head_dim) {
-            const float v0 = vs[col], v1 = vs[col + 1];
-            if (row0 < p.seq_q)
-                *reinterpret_cast<uint32_t *>(out + row0 * p.o_stride[2] + col) =
-                    sa3_pack2<T>(o[4 * g] * v0 * inv0, o[4 * g + 1] * v1 * inv0);
-            if (row1 < p.seq_q)
-                *reinterpret_cast<uint32_t *>(out + row1 * p.o_stride[2] + col) =
-                    sa3_pack2<T>(o[4 * g + 2] * v0 * inv1, o[4 * g + 3] * v1 * inv1);
-        }
+        const float2 v = *reinterpret_cast<const float2 *>(vs + col);
+        *reinterpret_cast<uint32_t *>(so + r0 * L::o_pitch + col * 2) =
+            sa3_pack2<T>(o[4 * g] * v.x * inv0, o[4 * g + 1] * v.y * inv0);
+        *reinterpret_cast<uint32_t *>(so + r1 * L::o_pitch + col * 2) =
+            sa3_pack2<T>(o[4 * g + 2] * v.x * inv1, o[4 * g + 3] * v.y * inv1);
+    }
+    named_barrier_sync(1 + cw, 128);
+    T *out = static_cast<T *>(p.o) + b * p.o_stride[0] + hq * p.o_stride[1];
+    constexpr int kChunks = DP / 8; /* 16-byte chunks per row */
+#pragma unroll
+    for (int c = tid; c < 64 * kChunks; c += 128) {
+        const int r = c / kChunks, cc = c % kChunks;
+        const int64_t row = q0 + r;
+        if (row < p.seq_q && cc * 8 < p.head_dim)
+            *reinterpret_cast<uint4 *>(out + row * p.o_stride[2] + cc * 8) =
+                *reinterpret_cast<const uint4 *>(so + r * L::o_pitch + cc * 16);
     }
     if (p.lse != nullptr && t == 0) {
         float *lrow = p.lse + b * p.lse_stride_b + hq * p.lse_stride_h;
