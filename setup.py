@@ -294,6 +294,14 @@ def msvc_for_nvcc() -> tuple:
     return str(Path(cl).parent), env, cl_version
 
 
+def attach_cuda_objects(ext, objs: list) -> None:
+    """The kernels' objects join the link and its staleness check: build_ext relinks only when a
+    source or a `depends` entry is newer than the library, and extra_objects are neither, so an
+    edited .cu would otherwise be recompiled and the old library kept."""
+    ext.extra_objects = list(ext.extra_objects or []) + objs
+    ext.depends = list(ext.depends or []) + objs
+
+
 class BuildExt(build_ext):
     def build_extensions(self):
         ctype = self.compiler.compiler_type
@@ -322,8 +330,7 @@ class BuildExt(build_ext):
             ext.include_dirs = list(ext.include_dirs) + [str(gen_dir)]
             if cuda_root:
                 log("kernel families: " + (", ".join(f"{n} ({' '.join(a)})" for n, a in built) or "none"))
-                ext.extra_objects = list(ext.extra_objects or []) + self.compile_cuda(ext, cuda_root, ctype,
-                                                                                      built, gen_dir)
+                attach_cuda_objects(ext, self.compile_cuda(ext, cuda_root, ctype, built, gen_dir))
         super().build_extensions()
 
     def compile_cuda(self, ext, root: str, ctype: str, built, gen_dir: Path) -> list[str]:

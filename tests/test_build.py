@@ -305,3 +305,22 @@ def test_rebuild_advice_never_touches_other_packages():
         if "-e ." in cmd or "--force-reinstall" in cmd or cmd.rstrip().endswith("."):
             assert "--no-deps" in cmd, cmd
     assert "--no-deps" in _info.HOW_TO_GET_KERNELS and "stay as they are" in _info.HOW_TO_GET_KERNELS
+
+
+def test_cuda_objects_make_the_library_stale(setup_ns, tmp_path):
+    """A rebuild after editing only a .cu file relinks: the fresh objects count as dependencies."""
+    import time
+    from setuptools import Extension
+    try:
+        from setuptools.modified import newer_group
+    except ImportError:  # setuptools < 69
+        from distutils.dep_util import newer_group
+    src, lib, obj = tmp_path / "a.c", tmp_path / "_C.so", tmp_path / "k.o"
+    src.write_text("")
+    lib.write_text("")
+    time.sleep(0.05)
+    obj.write_text("")  # nvcc just wrote it: newer than the library, the C source is not
+    ext = Extension("sageattn3._C", sources=[str(src)])
+    setup_ns["attach_cuda_objects"](ext, [str(obj)])
+    assert ext.extra_objects == [str(obj)]
+    assert newer_group(ext.sources + ext.depends, str(lib), "newer")
