@@ -49,6 +49,10 @@ import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+try:
+    import sageattn3  # noqa: F401
+except ImportError:  # run from a source checkout without installing (the node is imported lazily)
+    sys.path.insert(0, str(REPO))
 
 WAN22_14B = dict(model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=36, dim=5120,
                  ffn_dim=13824, freq_dim=256, text_dim=4096, out_dim=16, num_heads=40,
