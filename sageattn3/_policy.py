@@ -34,9 +34,10 @@ DEFAULT_ORDER: Tuple[str, ...] = ("mma",)
 # (launch and quantization overhead dominate there). Per arch where measured otherwise.
 MIN_SCORES_PER_HEAD = 1024 * 1024
 MIN_SCORES_BY_ARCH: Dict[int, int] = {
-    # H200: hopper 0.89x SDPA at 4608^2 scores (flux), 0.94x at 4096^2 (batch 4), 1.24x at 16384^2
-    # (cuda/hopper/NOTES.md): below 8192^2 the pre-pass and per-CTA start-up don't pay off.
-    90: 8192 * 8192,
+    # H200, `python -m sageattn3 bench` (cuda/hopper/NOTES.md, v8): hopper 1.04-1.06x SDPA at
+    # 4608^2 scores (flux), 1.07-1.09x at 4096^2 (batch 4), 0.62x at 1024^2 (s1k): below
+    # 4096^2 the pre-pass and per-CTA start-up don't pay off (nothing measured in between).
+    90: 4096 * 4096,
 }
 
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).

@@ -31,7 +31,7 @@ def test_plans():
     assert all(f != "nvfp4" for f in _policy.plan(90, "auto", "auto"))  # never chosen there by auto
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
     assert _policy.min_scores("auto") == _policy.MIN_SCORES_PER_HEAD and _policy.min_scores("mma") == 0
-    assert _policy.min_scores("auto", 90) == 8192 * 8192 and _policy.min_scores("hopper", 90) == 0
+    assert _policy.min_scores("auto", 90) == 4096 * 4096 and _policy.min_scores("hopper", 90) == 0
 
 
 def test_choices_are_generated_from_the_policy():
@@ -100,7 +100,7 @@ def test_serve_reports_the_family_refusal(gpu_like):
     q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
     p = StubProblem(q, arch=90, answer=(None, "sdpa_faster", "details"))
     assert _dispatch._serve(p, q, q, q, "auto", "auto") == (None, "sdpa_faster", "details")
-    assert p.selected == [((("hopper", "fp8"), "sdpa"), 8192 * 8192)]
+    assert p.selected == [((("hopper", "fp8"), "sdpa"), 4096 * 4096)]
     p = StubProblem(q, arch=90, answer=(None, "smem_limit", "needs 114688 bytes"))
     assert _dispatch._serve(p, q, q, q, "mma", "fp16")[1] == "smem_limit"
     assert p.selected == [((("mma", "fp16"),), 0)]
