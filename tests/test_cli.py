@@ -219,7 +219,7 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
         # what the dispatcher does with a default call on sm_90
         assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
         assert main["path"] == "hopper kernel (pv=fp8)" and "kernel='auto'" in main["case"]
-        assert "67,108,864" in main["case"] and "policy for sm_90" in main["why"]
+        assert "16,777,216" in main["case"] and "policy for sm_90" in main["why"]
         paths = {r["case"]: r["path"] for r in routes}
         assert paths["default call that hopper can't serve"] == "SDPA"
         assert paths["kernel='mma' (forced, any length)"] == "mma kernel (pv=fp16)"
