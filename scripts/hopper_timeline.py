@@ -93,7 +93,7 @@ def build(out: Path) -> None:
     env = dict(os.environ, SAGEATTN3_CUDA_ARCHS="90a")
     subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=out, env=env,
                    check=True)
-    print(f"instrumented build in {out}; run: python {Path(__file__).name} run {out}")
+    print(f"instrumented build in {out}; on the GPU: python {Path(__file__).relative_to(REPO)} run {out}")
 
 
 SHAPES = {"flux": (1, 24, 4608, False), "batch": (4, 40, 4096, False), "16k": (1, 40, 16384, False),
