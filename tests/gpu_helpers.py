@@ -116,6 +116,34 @@ def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
     return torch.from_numpy(np.asarray(res))
 
 
+def check_f64(out, q, k, v, layout, heads, causal, bound, *, rows=None, scale=None):
+    """rel-L1 of a kernel's output (q/k/v/out in `layout`) against float64 attention, asserted
+    <= bound after checking no element was left unwritten (NaN-poisoned); returns the error."""
+    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
+    oh = to_hnd(out, layout, heads)
+    assert not torch.isnan(oh).any(), "unwritten (NaN-poisoned) output elements"
+    ref = ref64(qh, kh, vh, causal=causal, rows=rows, scale=scale)
+    got = oh if rows is None else oh[:, :, rows]
+    err = rel_l1(got, ref)
+    assert err <= bound, f"rel-L1 vs float64 {err:.5f} > {bound}"
+    return err
+
+
+def ring_of_calls(q, k, v, parts, **kw):
+    """NHD q against K/V cut at parts - 1 random places, each chunk through
+    _lse.attention_with_lse(**kw), merged by the LSE: (out as float32, lse)."""
+    from sageattn3 import _lse
+    from sageattn3.parallel import merge_attention
+    sk = k.shape[1]
+    cuts = sorted(torch.randperm(sk - 1)[: parts - 1].add(1).tolist())
+    edges = [0] + cuts + [sk]
+    acc = None
+    for a, b in zip(edges[:-1], edges[1:]):
+        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", **kw)
+        acc = (o.float(), l) if acc is None else merge_attention(acc[0], acc[1], o, l, layout="NHD")
+    return acc
+
+
 def lse64(qh, kh, *, causal=False, scale=None):
     """float64 log-sum-exp of each row's scores sm_scale * q.k (HND tensors, GQA, top-left causal)."""
     d = qh.shape[-1]

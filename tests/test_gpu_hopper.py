@@ -17,8 +17,9 @@ import sageattn3  # noqa: E402
 from sageattn3 import _dispatch, _policy  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, make_qkv,  # noqa: E402
-                         needs_c_compiler, ref64, reference_hopper, rel_l1, run_hopper, to_hnd)
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, check_f64,  # noqa: E402
+                         lse64, make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, ring_of_calls,
+                         run_hopper, to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "hopper" in _C.device_info(torch.cuda.current_device()).get("families", []))
@@ -38,14 +39,7 @@ REF_BOUND = 5e-3
 
 
 def _check_f64(out, q, k, v, layout, heads, causal, rows=None, scale=None):
-    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
-    oh = to_hnd(out, layout, heads)
-    assert not torch.isnan(oh).any(), "unwritten (NaN-poisoned) output elements"
-    ref = ref64(qh, kh, vh, causal=causal, rows=rows, scale=scale)
-    got = oh if rows is None else oh[:, :, rows]
-    err = rel_l1(got, ref)
-    assert err <= F64_BOUND, f"rel-L1 vs float64 {err:.5f} > {F64_BOUND}"
-    return err
+    return check_f64(out, q, k, v, layout, heads, causal, F64_BOUND, rows=rows, scale=scale)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -188,18 +182,6 @@ def test_graph_replays_with_new_k_and_v(sk):
 
 # ----------------------------------------------------------------------------- LSE output
 
-def _lse64(qh, kh, causal, scale=None):
-    d = qh.shape[-1]
-    scale = d ** -0.5 if scale is None else scale
-    rep = qh.shape[1] // kh.shape[1]
-    s = (qh.double() @ kh.double().repeat_interleave(rep, 1).transpose(-1, -2)) * scale
-    if causal:
-        i = torch.arange(qh.shape[2], device=qh.device)[:, None]
-        j = torch.arange(kh.shape[2], device=qh.device)[None]
-        s = s.masked_fill(j > i, float("-inf"))
-    return torch.logsumexp(s, -1)
-
-
 @pytest.mark.parametrize("layout", ["HND", "NHD", "NHD_FLAT"])
 @pytest.mark.parametrize("sq,sk,d,causal,hq,hkv", [(300, 477, 128, False, 4, 2), (333, 333, 64, True, 2, 2),
                                                   (1000, 1000, 128, True, 2, 1), (129, 2000, 96, False, 2, 2)])
@@ -215,7 +197,7 @@ def test_lse_against_float64_and_the_reference(layout, sq, sk, d, causal, hq, hk
     _check_f64(to_hnd(out, layout, hq), qh, kh, vh, "HND", None, causal)
     # The K offset (8 sigma) puts sm_scale * q.mean(K) of order 10 into every row: leaving the
     # smoothing correction out would miss by that much. What remains is the INT8 score error.
-    err = (lse.double() - _lse64(qh, kh, causal)).abs()
+    err = (lse.double() - lse64(qh, kh, causal=causal)).abs()
     assert float(err.max()) < 0.05 and float(err.mean()) < 0.01, (float(err.max()), float(err.mean()))
     import numpy as np
     arr = [t.float().cpu().numpy() for t in (qh, kh, vh)]
@@ -229,21 +211,13 @@ def test_lse_against_float64_and_the_reference(layout, sq, sk, d, causal, hq, hk
 @pytest.mark.parametrize("parts", [2, 3, 5])
 def test_ring_of_hopper_calls_merges_to_full_attention(parts):
     """Each K/V chunk through the kernel (its own K mean and scales), merged by LSE."""
-    from sageattn3 import _lse
-    from sageattn3.parallel import merge_attention
-    sq, sk = 700, 4099
-    q, k, v = make_qkv(1, 4, 4, sq, sk, 128, layout="NHD")
-    cuts = sorted(torch.randperm(sk - 1)[: parts - 1].add(1).tolist())
-    edges = [0] + cuts + [sk]
+    q, k, v = make_qkv(1, 4, 4, 700, 4099, 128, layout="NHD")
     sageattn3.reset_stats()
-    acc = None
-    for a, b in zip(edges[:-1], edges[1:]):
-        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", kernel="hopper")
-        acc = (o.float(), l) if acc is None else merge_attention(acc[0], acc[1], o, l, layout="NHD")
+    acc = ring_of_calls(q, k, v, parts, kernel="hopper")
     assert sageattn3.stats()["served"].get("hopper") == parts
     full = ref64(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     assert rel_l1(acc[0].transpose(1, 2), full) <= F64_BOUND
-    torch.testing.assert_close(acc[1].double(), _lse64(q.transpose(1, 2), k.transpose(1, 2), False),
+    torch.testing.assert_close(acc[1].double(), lse64(q.transpose(1, 2), k.transpose(1, 2)),
                                atol=0.05, rtol=0)
 
 
@@ -253,7 +227,7 @@ def test_public_api_return_lse_is_served_by_the_kernel():
     out, lse = sageattn3.sageattn(q, k, v, return_lse=True)
     assert sageattn3.stats()["served"].get("hopper") == 1
     rows = torch.randperm(8192, device="cuda")[:64].sort().values
-    ref = _lse64(q[:, :, rows], k, False)
+    ref = lse64(q[:, :, rows], k)
     assert float((lse[:, :, rows].double() - ref).abs().max()) < 0.05
     # forced, the mma kernel writes the LSE too (issue 14; it used to decline with "lse")
     o2, l2 = sageattn3.sageattn(q, k, v, return_lse=True, kernel="mma")

@@ -48,19 +48,12 @@ LONG_SAMPLE_BOUND = 0.015  # 16-bit P.V, rel-L1 of 8 sampled rows (test_one_tens
 # 2^-11-relative rounding per partial: ~1e-4 averaged, inside fp8's bound.
 REF_BOUND = {"fp16": 5e-4, "fp8": 5e-3, "fp8_f16acc": 5e-3}
 
-from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, make_qkv,  # noqa: E402
-                         needs_c_compiler, ref64, reference_same_mode, rel_l1, run_mma, to_hnd)
+from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, check_f64, make_qkv,  # noqa: E402
+                         needs_c_compiler, ref64, reference_same_mode, rel_l1, ring_of_calls, run_mma, to_hnd)
 
 
 def _check_f64(out, q, k, v, layout, heads, causal, pv, rows=None):
-    qh, kh, vh = (to_hnd(t, layout, heads) for t in (q, k, v))
-    oh = to_hnd(out, layout, heads)
-    assert not torch.isnan(oh).any(), "unwritten (NaN-poisoned) output elements"
-    ref = ref64(qh, kh, vh, causal=causal, rows=rows)
-    got = oh if rows is None else oh[:, :, rows]
-    err = rel_l1(got, ref)
-    assert err <= F64_BOUND[pv], f"rel-L1 vs float64 {err:.5f} > {F64_BOUND[pv]}"
-    return err
+    return check_f64(out, q, k, v, layout, heads, causal, F64_BOUND[pv], rows=rows)
 
 
 @pytest.mark.parametrize("pv", PVS)
@@ -320,17 +313,9 @@ def test_lse_long_sequence_sampled(pv):
 @pytest.mark.parametrize("parts", [2, 3, 5])
 def test_ring_of_mma_calls_merges_to_full_attention(pv, parts):
     """Each K/V chunk through the kernel (its own K mean and scales), merged by the LSE."""
-    from sageattn3 import _lse
-    from sageattn3.parallel import merge_attention
-    sq, sk = 700, 4099
-    q, k, v = make_qkv(1, 4, 4, sq, sk, 128, layout="NHD")
-    cuts = sorted(torch.randperm(sk - 1)[: parts - 1].add(1).tolist())
-    edges = [0] + cuts + [sk]
+    q, k, v = make_qkv(1, 4, 4, 700, 4099, 128, layout="NHD")
     sageattn3.reset_stats()
-    acc = None
-    for a, b in zip(edges[:-1], edges[1:]):
-        o, l = _lse.attention_with_lse(q, k[:, a:b], v[:, a:b], layout="NHD", kernel="mma", pv=pv)
-        acc = (o.float(), l) if acc is None else merge_attention(acc[0], acc[1], o, l, layout="NHD")
+    acc = ring_of_calls(q, k, v, parts, kernel="mma", pv=pv)
     assert sageattn3.stats()["served"].get("mma") == parts, sageattn3.stats()
     qh, kh, vh = (t.transpose(1, 2) for t in (q, k, v))
     assert rel_l1(acc[0].transpose(1, 2), ref64(qh, kh, vh)) <= F64_BOUND[pv]
