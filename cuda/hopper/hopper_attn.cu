@@ -230,7 +230,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint64_t *full_v = full_k + NS, *empty_k = full_k + 2 * NS, *empty_v = full_k + 3 * NS;
     float *row_scale = reinterpret_cast<float *>(smem + L::row_off);
     float *row_lse = row_scale + kBlockM;
-    float *vs_all = reinterpret_cast<float *>(smem + L::vs_off);
 
     const int qt = CAUSAL ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x; /* heavy tiles first */
     const int64_t hq = blockIdx.y, b = blockIdx.z;
@@ -280,7 +279,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     /* The epilogue's V scales are staged in shared memory here, where the load hides under Q's:
      * read from global memory between the output stores, each would wait out its own latency
      * (the compiler cannot move a load above a store that may alias it). */
-    float *vs = vs_all + cw * DP;
+    float *vs = reinterpret_cast<float *>(smem + L::vs_off) + cw * DP;
     float4 vs4 = make_float4(0.f, 0.f, 0.f, 0.f);
     if (tid < DP / 4) vs4 = reinterpret_cast<const float4 *>(w.vscale + bhk * DP)[tid];
     load_quantize_q<DP, T>(p, w.kmean + bhk * DP, sq + cw * L::kQ, row_scale + cw * 64, row_lse + cw * 64, b, hq,
