@@ -88,7 +88,9 @@ def test_long_sequences(sq, sk, causal):
 
 def test_over_2pow31_elements_in_one_tensor():
     """k and v of (2, 250000, 40, 128) bf16: 2.56e9 elements each, so every (b, h, s) offset
-    past 2^31 must be 64-bit, in the pre-pass (reads K/V) and the kernel (workspace tiles)."""
+    past 2^31 must be 64-bit. The workspace for all 40 heads would be 5 GB against a 2 MB output,
+    so the call runs in 20 passes of 2 K/V heads (kv_heads_per_pass): the pass's head offsets are
+    added on the host in 64 bits, the batch offsets of 1.28e9 elements stay in the kernels."""
     b, s, h, d = 2, 250_000, 40, 128
     g = torch.Generator(device="cuda").manual_seed(5)
     k = torch.randn(b, s, h * d, device="cuda", dtype=torch.bfloat16, generator=g)
@@ -105,6 +107,33 @@ def test_over_2pow31_elements_in_one_tensor():
         assert err <= F64_BOUND, f"(b={bi}, h={hi}) rel-L1 {err:.4f}"
     del k, v
     torch.cuda.empty_cache()
+
+
+def test_kv_head_groups_run_in_passes_over_one_workspace():
+    """A call whose workspace would exceed both 256 MiB and half the output runs in passes over
+    groups of K/V heads, each pass re-using the one workspace (hopper_workspace.cuh,
+    kv_heads_per_pass): 4 K/V heads x 300,001 keys would need 293 MiB, so two passes of 2 K/V
+    heads (4 query heads each, GQA) run. Every query head is checked against float64 and its LSE
+    against float64, so a pass that wrote another group's heads, or read another group's K/V or
+    the previous pass's workspace, fails."""
+    from sageattn3 import _lse
+    hq, hkv, sq, sk, d = 8, 4, 333, 300_001, 128
+    q, k, v = make_qkv(1, hq, hkv, sq, sk, d, layout="NHD_FLAT")
+    one_pass = 2 * hkv * ((sk + 127) // 128 * 128) * d
+    nbytes = _dispatch.problem(q, k, v, "NHD_FLAT", hq, False, None).workspace_bytes("hopper", "fp8")
+    assert one_pass // 2 <= nbytes <= one_pass // 2 + (1 << 20), (nbytes, one_pass)
+    out, lse = _lse.attention_with_lse(q, k, v, layout="NHD_FLAT", heads=hq, kernel="hopper")
+    qh = to_hnd(q, "NHD_FLAT", hq)
+    kh, vh = (to_hnd(t, "NHD_FLAT", hkv) for t in (k, v))
+    oh = to_hnd(out, "NHD_FLAT", hq)
+    assert not torch.isnan(oh).any() and not torch.isnan(lse).any()
+    rows = torch.randperm(sq, device="cuda")[:64].sort().values
+    ref = ref64(qh, kh, vh, rows=rows)
+    for h in range(hq):
+        err = rel_l1(oh[:, h:h + 1, rows], ref[:, h:h + 1])
+        assert err <= F64_BOUND, f"query head {h} (pass {h // 4}): rel-L1 {err:.4f}"
+    lerr = (lse[:, :, rows].double() - lse64(qh[:, :, rows], kh)).abs()
+    assert float(lerr.max()) < 0.05, float(lerr.max())
 
 
 def test_inputs_unchanged_and_deterministic():

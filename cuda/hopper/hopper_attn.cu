@@ -432,14 +432,30 @@ int attention_smem_bytes(int64_t head_dim) {
 
 sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,
                             size_t err_len) {
-    const Workspace w = workspace_layout(ctx->workspace, p->batch, p->heads_kv, p->seq_k, p->head_dim);
     const cudaStream_t stream = static_cast<cudaStream_t>(ctx->stream);
     sa3_device_guard guard;
     SA3_CUDA_TRY(guard.enter(p->device), "cudaSetDevice");
-    sa3_status s = quant_launch(p, &w, opt->smooth_k, stream, err, err_len);
-    if (s != SA3_OK) return s;
-    return p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(p, &w, stream, err, err_len)
-                                      : launch_t<__half>(p, &w, stream, err, err_len);
+    /* One pass per group of K/V heads (kv_heads_per_pass); each reuses the whole workspace,
+     * which stream order makes safe: a pass's pre-pass starts after the previous attention. */
+    const int64_t per = kv_heads_per_pass(p->batch, p->heads_q, p->heads_kv, p->seq_q, p->seq_k, p->head_dim);
+    const int64_t ratio = p->heads_q / p->heads_kv;
+    for (int64_t h0 = 0; h0 < p->heads_kv; h0 += per) {
+        sa3_problem g = *p;
+        g.heads_kv = per < p->heads_kv - h0 ? per : p->heads_kv - h0;
+        g.heads_q = g.heads_kv * ratio;
+        g.k = static_cast<const char *>(p->k) + h0 * p->k_stride[1] * 2;
+        g.v = static_cast<const char *>(p->v) + h0 * p->v_stride[1] * 2;
+        g.q = static_cast<const char *>(p->q) + h0 * ratio * p->q_stride[1] * 2;
+        g.o = static_cast<char *>(p->o) + h0 * ratio * p->o_stride[1] * 2;
+        if (p->lse != nullptr) g.lse = p->lse + h0 * ratio * p->lse_stride_h;
+        const Workspace w = workspace_layout(ctx->workspace, g.batch, g.heads_kv, g.seq_k, g.head_dim);
+        sa3_status s = quant_launch(&g, &w, opt->smooth_k, stream, err, err_len);
+        if (s != SA3_OK) return s;
+        s = p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(&g, &w, stream, err, err_len)
+                                       : launch_t<__half>(&g, &w, stream, err, err_len);
+        if (s != SA3_OK) return s;
+    }
+    return SA3_OK;
 }
 
 } // namespace sa3h

@@ -49,7 +49,8 @@ const char *hopper_supports(const sa3_problem *p, const sa3_options *opt, const 
 }
 
 size_t hopper_workspace_bytes(const sa3_problem *p, const sa3_options *) {
-    return sa3h::workspace_layout(nullptr, p->batch, p->heads_kv, p->seq_k, p->head_dim).bytes;
+    const int64_t h = sa3h::kv_heads_per_pass(p->batch, p->heads_q, p->heads_kv, p->seq_q, p->seq_k, p->head_dim);
+    return sa3h::workspace_layout(nullptr, p->batch, h, p->seq_k, p->head_dim).bytes;
 }
 
 sa3_status hopper_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,

@@ -62,6 +62,25 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     return w;
 }
 
+/* K/V heads per pass. The workspace holds one pass's quantized K and V (for self-attention as
+ * many bytes as the output), so a call whose workspace would exceed both kWorkspaceFloor and
+ * half the output runs in passes over groups of K/V heads (each: pre-pass, then attention for
+ * those heads and their query heads), which keeps its peak extra memory near 1.5x the output.
+ * Below the floor one pass is kept: every further pass costs the last wave's idle SMs and two
+ * launches, and a short call's workspace is small in absolute terms. */
+constexpr int64_t kWorkspaceFloor = (int64_t)256 << 20;
+
+static inline int64_t kv_heads_per_pass(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t seq_q,
+                                        int64_t seq_k, int64_t head_dim) {
+    const int64_t out_bytes = batch * heads_q * seq_q * head_dim * 2;
+    const int64_t limit = out_bytes / 2 > kWorkspaceFloor ? out_bytes / 2 : kWorkspaceFloor;
+    for (int64_t passes = 1; passes < heads_kv; ++passes) {
+        const int64_t h = (heads_kv + passes - 1) / passes;
+        if ((int64_t)workspace_layout(nullptr, batch, h, seq_k, head_dim).bytes <= limit) return h;
+    }
+    return 1;
+}
+
 /* Byte offset of 16-byte chunk `c` of row `r` in a tile of `row_bytes`-long rows under wgmma's
  * swizzle for that row length: 128-byte rows XOR the chunk with r % 8, 64-byte rows with
  * (r / 2) % 4 (the address bits 7..9 resp. 7..8 of a pattern-aligned tile). */
