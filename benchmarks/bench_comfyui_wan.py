@@ -431,9 +431,7 @@ def run(args) -> dict:
                       f"fallback {st['fallback']})", flush=True)
             result["nvfp4_step_schedule_sweep"] = {"steps": args.step_sweep, "runs": steps_out}
 
-    out = Path(args.out) if args.out else (
-        REPO / "benchmarks" / "results" /
-        f"comfyui_wan_{name}_{time.strftime('%Y%m%d-%H%M%S')}.json")
+    out = out_path(args.out, name)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
     print(f"wrote {out}")
@@ -447,6 +445,16 @@ def run(args) -> dict:
 def _pair(text):
     a, b = text.split(",")
     return int(a), int(b)
+
+
+def out_path(arg, name: str) -> Path:
+    """Where the JSON goes: --out as a file path, or a directory (existing, or written with a
+    trailing slash) that gets the default name, as `python -m sageattn3 bench --out DIR` does."""
+    default = f"comfyui_wan_{name}_{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if not arg:
+        return REPO / "benchmarks" / "results" / default
+    p = Path(arg)
+    return p / default if p.is_dir() or str(arg).endswith(("/", "\\")) else p
 
 
 def main(argv=None) -> int:
@@ -467,7 +475,7 @@ def main(argv=None) -> int:
                    help="--small/--tiny: also run an N-step Euler loop per --edge-sweep setting (kernel nvfp4)")
     p.add_argument("--edge-sweep", type=_pair, nargs="*", default=[(0, 0), (1, 1), (2, 2)],
                    help="with --step-sweep: first,last sampling steps on the 8-bit kernel, e.g. 0,0 1,1")
-    p.add_argument("--out", help="JSON path (default benchmarks/results/comfyui_wan_*.json)")
+    p.add_argument("--out", help="JSON path, or a directory for the default name (default benchmarks/results/comfyui_wan_*.json)")
     p.add_argument("--peers", type=lambda t: [x.strip() for x in t.split(",") if x.strip()],
                    default=["sageattention"], help="comma-separated peers to run through the same override "
                    "mechanism when installed (sageattention, comfy_kitchen; '' for none; default sageattention)")
