@@ -65,9 +65,11 @@ __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d
 
 /* Q rows [q0, q0+64) of (b, hq) -> INT8 rows in shared memory, one scale per row; 2 threads a
  * row. Also writes per row scale_q * sm_scale * log2(e) and sm_scale * q.mean(K) (the LSE term
- * that K smoothing removed). Rows past Sq become zeros. */
+ * that K smoothing removed), and stages the head's V scales in `vs` for the epilogue. Rows past Sq
+ * become zeros. */
 template <int DP, typename T>
-__device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const float *kmean, int8_t *sq,
+__device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const float *kmean, const float *vscale,
+                                                float *vs, int8_t *sq,
                                                 float *row_scale, float *row_lse, int64_t b, int64_t hq,
                                                 int64_t q0, int tid) {
     constexpr int PER = DP / 2;
@@ -83,7 +85,9 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
 #pragma unroll
         for (int e = 0; e < 8; ++e) x[i * 8 + e] = t[e];
     }
-    /* The mean as 16-byte loads, issued with Q's so both latencies overlap. */
+    /* Q is the caller's; the mean is the pre-pass's, which may still be finishing (grid_dep_wait).
+     * Its 16-byte loads are issued behind Q's, so both latencies overlap. */
+    grid_dep_wait();
 #pragma unroll
     for (int i = 0; i < PER / 4; ++i) {
         const float4 m4 = reinterpret_cast<const float4 *>(kmean + half * PER)[i];
@@ -92,6 +96,8 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
         km[4 * i + 2] = m4.z;
         km[4 * i + 3] = m4.w;
     }
+    float4 vs4 = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (tid < DP / 4) vs4 = reinterpret_cast<const float4 *>(vscale)[tid];
     float amax = 0.f, qm = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -118,6 +124,7 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
         *reinterpret_cast<uint4 *>(sq + swizzled_offset(r, half * (PER / 16) + c, DP)) =
             make_uint4(w[0], w[1], w[2], w[3]);
     }
+    if (tid < DP / 4) reinterpret_cast<float4 *>(vs)[tid] = vs4;
     if (half == 0) {
         row_scale[r] = (amax / 127.f) * (p.scale * kLog2e);
         row_lse[r] = qm * p.scale;
@@ -254,6 +261,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     if (wg == 0) {
         regs_dec<24>();
         if (threadIdx.x == 0) {
+            grid_dep_wait(); /* the pre-pass's tiles */
             const uint64_t pol = l2_evict_last_policy();
             const int8_t *kt = w.kq + bhk * w.nblk * (int64_t)L::kK;
             const uint8_t *vt = w.vq + bhk * w.nblk * (int64_t)L::kV;
@@ -276,15 +284,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     const int tid = threadIdx.x - 128 * wg;
     const int warp = tid / 32, lane = tid % 32, t = lane & 3;
     const int64_t q0 = (int64_t)qt * kBlockM + cw * 64;
-    /* The epilogue's V scales are staged in shared memory here, where the load hides under Q's:
+    /* The epilogue's V scales are staged in shared memory with the Q load, where their load hides:
      * read from global memory between the output stores, each would wait out its own latency
      * (the compiler cannot move a load above a store that may alias it). */
     float *vs = reinterpret_cast<float *>(smem + L::vs_off) + cw * DP;
-    float4 vs4 = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (tid < DP / 4) vs4 = reinterpret_cast<const float4 *>(w.vscale + bhk * DP)[tid];
-    load_quantize_q<DP, T>(p, w.kmean + bhk * DP, sq + cw * L::kQ, row_scale + cw * 64, row_lse + cw * 64, b, hq,
-                           q0, tid);
-    if (tid < DP / 4) reinterpret_cast<float4 *>(vs)[tid] = vs4;
+    load_quantize_q<DP, T>(p, w.kmean + bhk * DP, w.vscale + bhk * DP, vs, sq + cw * L::kQ, row_scale + cw * 64,
+                           row_lse + cw * 64, b, hq, q0, tid);
     fence_proxy_async_smem();
     named_barrier_sync(1 + cw, 128);
 
@@ -408,8 +413,7 @@ sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t s
         if (p->device < 64) configured[p->device] = true;
     }
     const dim3 grid((unsigned)((p->seq_q + kBlockM - 1) / kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
-    kernel<<<grid, kThreads, L::alloc, stream>>>(*p, *w);
-    SA3_LAUNCH_CHECK("hopper attention launch");
+    SA3_CUDA_TRY(launch_overlapping(kernel, grid, dim3(kThreads), L::alloc, stream, *p, *w), "hopper attention launch");
     return SA3_OK;
 }
 

@@ -17,6 +17,7 @@
 #include <float.h>
 
 #include "hopper_launch.cuh"
+#include "hopper_sm90.cuh"
 #include "hopper_workspace.cuh"
 
 namespace sa3h {
@@ -27,6 +28,7 @@ constexpr int kThreads = 256;
 /* grid (B*Hkv, nchunks). Thread (r0, c) covers columns c*8..c*8+7 of rows r0, r0+RPP, ... */
 template <int DP, typename T>
 __global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, const Workspace w) {
+    grid_dep_launch_dependents(); /* the quant kernel's CTAs may load their blocks during our tail */
     constexpr int CPR = DP / 8;
     constexpr int RPP = kThreads / CPR;
     __shared__ float red[RPP][DP + 1];
@@ -269,7 +271,9 @@ __global__ void __launch_bounds__(kThreads, 4) quant_kernel(const sa3_problem p,
     const int64_t bh = blockIdx.x;
     const bool is_v = blockIdx.z == 1;
     Block<DP> blkr;
+    grid_dep_launch_dependents(); /* the attention kernel's CTAs may start during our tail */
     load_head_block<DP, T>(p, bh, is_v, blockIdx.y, blkr); /* in flight during the combine */
+    grid_dep_wait();                                       /* the stats kernel's results */
     combine_stats<DP>(p, w, bh, is_v, smooth_k, blockIdx.y == 0, sm.part, sm.col);
     if (is_v) {
         quant_v_block<DP, T>(blkr, w, bh, blockIdx.y, sm.col, sm.v8);
@@ -285,8 +289,8 @@ sa3_status quant_typed(const sa3_problem *p, const Workspace *w, int smooth_k, c
     stats_kernel<DP, T><<<grid_stats, kThreads, 0, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("hopper stats launch");
     const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)w->nblk, 2u);
-    quant_kernel<DP, T><<<grid_quant, kThreads, 0, stream>>>(*p, *w, smooth_k);
-    SA3_LAUNCH_CHECK("hopper quant launch");
+    SA3_CUDA_TRY(launch_overlapping(quant_kernel<DP, T>, grid_quant, dim3(kThreads), 0, stream, *p, *w, smooth_k),
+                 "hopper quant launch");
     return SA3_OK;
 }
 

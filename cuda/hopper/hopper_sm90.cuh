@@ -67,6 +67,15 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
     asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
+/* ---- programmatic dependent launch (cuda/hopper/NOTES.md, v10) ----
+ * The pre-pass's quant kernel and the attention kernel are launched with programmatic stream
+ * serialization: their CTAs may start while the previous kernel's last CTAs still run, do work
+ * that reads only the caller's tensors, and wait here before touching what that kernel wrote.
+ * Without such a launch (or with no prerequisite left) the wait returns at once. */
+__device__ __forceinline__ void grid_dep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+/* Lets the next kernel's CTAs launch once every CTA of this one has started or exited. */
+__device__ __forceinline__ void grid_dep_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" :::); }
+
 /* ---- register budget per warpgroup role ---- */
 template <int N>
 __device__ __forceinline__ void regs_dec() {
