@@ -34,9 +34,9 @@ DEFAULT_ORDER: Tuple[str, ...] = ("mma",)
 # (launch and quantization overhead dominate there). Per arch where measured otherwise.
 MIN_SCORES_PER_HEAD = 1024 * 1024
 MIN_SCORES_BY_ARCH: Dict[int, int] = {
-    # H200, `python -m sageattn3 bench` (cuda/hopper/NOTES.md, v8): hopper 1.04-1.06x SDPA at
-    # 4608^2 scores (flux), 1.07-1.09x at 4096^2 (batch 4), 0.62x at 1024^2 (s1k): below
-    # 4096^2 the pre-pass and per-CTA start-up don't pay off (nothing measured in between).
+    # hopper is ahead of SDPA from 4096^2 scores per head (flux, batch) and well behind at 1024^2
+    # (s1k), where its pre-pass and per-CTA start-up don't pay off; nothing was measured in
+    # between. The per-card numbers: cuda/hopper/NOTES.md (v8, v10).
     90: 4096 * 4096,
 }
 
