@@ -428,6 +428,19 @@ sa3_status launch_t(const sa3_problem *p, const Workspace *w, cudaStream_t s, ch
     return w->dp == 64 ? launch_dp<64, T>(p, w, s, err, n) : launch_dp<128, T>(p, w, s, err, n);
 }
 
+/* The call restricted to K/V heads [h0, h0 + n) and their query heads (GQA ratio `ratio`). */
+sa3_problem head_group(const sa3_problem &p, int64_t h0, int64_t n, int64_t ratio) {
+    sa3_problem g = p;
+    g.heads_kv = n;
+    g.heads_q = n * ratio;
+    g.k = static_cast<const char *>(p.k) + h0 * p.k_stride[1] * kElemBytes;
+    g.v = static_cast<const char *>(p.v) + h0 * p.v_stride[1] * kElemBytes;
+    g.q = static_cast<const char *>(p.q) + h0 * ratio * p.q_stride[1] * kElemBytes;
+    g.o = static_cast<char *>(p.o) + h0 * ratio * p.o_stride[1] * kElemBytes;
+    if (p.lse != nullptr) g.lse = p.lse + h0 * ratio * p.lse_stride_h;
+    return g;
+}
+
 } // namespace
 
 int attention_smem_bytes(int64_t head_dim) {
@@ -444,14 +457,7 @@ sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const 
     const int64_t per = kv_heads_per_pass(p->batch, p->heads_q, p->heads_kv, p->seq_q, p->seq_k, p->head_dim);
     const int64_t ratio = p->heads_q / p->heads_kv;
     for (int64_t h0 = 0; h0 < p->heads_kv; h0 += per) {
-        sa3_problem g = *p;
-        g.heads_kv = per < p->heads_kv - h0 ? per : p->heads_kv - h0;
-        g.heads_q = g.heads_kv * ratio;
-        g.k = static_cast<const char *>(p->k) + h0 * p->k_stride[1] * 2;
-        g.v = static_cast<const char *>(p->v) + h0 * p->v_stride[1] * 2;
-        g.q = static_cast<const char *>(p->q) + h0 * ratio * p->q_stride[1] * 2;
-        g.o = static_cast<char *>(p->o) + h0 * ratio * p->o_stride[1] * 2;
-        if (p->lse != nullptr) g.lse = p->lse + h0 * ratio * p->lse_stride_h;
+        const sa3_problem g = head_group(*p, h0, per < p->heads_kv - h0 ? per : p->heads_kv - h0, ratio);
         const Workspace w = workspace_layout(ctx->workspace, g.batch, g.heads_kv, g.seq_k, g.head_dim);
         sa3_status s = quant_launch(&g, &w, opt->smooth_k, stream, err, err_len);
         if (s != SA3_OK) return s;

@@ -69,10 +69,11 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
  * Below the floor one pass is kept: every further pass costs the last wave's idle SMs and two
  * launches, and a short call's workspace is small in absolute terms. */
 constexpr int64_t kWorkspaceFloor = (int64_t)256 << 20;
+constexpr int64_t kElemBytes = 2; /* q, k, v and out are fp16/bf16 (sa3_problem_common_supports) */
 
 static inline int64_t kv_heads_per_pass(int64_t batch, int64_t heads_q, int64_t heads_kv, int64_t seq_q,
                                         int64_t seq_k, int64_t head_dim) {
-    const int64_t out_bytes = batch * heads_q * seq_q * head_dim * 2;
+    const int64_t out_bytes = batch * heads_q * seq_q * head_dim * kElemBytes;
     const int64_t limit = out_bytes / 2 > kWorkspaceFloor ? out_bytes / 2 : kWorkspaceFloor;
     for (int64_t passes = 1; passes < heads_kv; ++passes) {
         const int64_t h = (heads_kv + passes - 1) / passes;
