@@ -49,8 +49,8 @@ EDITS = [
      "    named_barrier_sync(1 + cw, 128);\n    const uint32_t tl_q = (uint32_t)clock64();\n\n"),
     ("    if (lane == 0) mbar_arrive(&empty_k[0]);\n",
      "    if (lane == 0) mbar_arrive(&empty_k[0]);\n    const uint32_t tl_s0 = (uint32_t)clock64();\n"),
-    ("    step(ntiles - 1, std::false_type{});\n",
-     "    step(ntiles - 1, std::false_type{});\n    const uint32_t tl_loop = (uint32_t)clock64();\n"
+    ("        step(ntiles - 1, std::false_type{});\n    }\n",
+     "        step(ntiles - 1, std::false_type{});\n    }\n    const uint32_t tl_loop = (uint32_t)clock64();\n"
      "    if (cw == 1 && tid == 0) tl_sm[1] = tl_loop;\n"),
     ("        if (row1 < p.seq_q) lrow[row1] = (m[1] + __log2f(l[1]) - kLog2P) * kLn2 + row_lse[cw * 64 + r1];\n"
      "    }\n}\n",

@@ -11,8 +11,9 @@
  *                         fragment layout thanks to the pre-pass's key permutation of V^T)
  *     O = O alpha + Ot    fp32 running sum: FP8 wgmma accumulates with a short mantissa, so
  *                         each tile's product starts from zero and is added here
- * and issues the next tile's QK^T before waiting for this tile's P.V, so the O update runs
- * under tensor work; the two consumers drift apart and overlap each other's softmax.
+ * At D = 128 (not causal) the next tile's QK^T is issued ahead of this tile's P.V, and the
+ * next tile's softmax runs while that P.V does; otherwise the next QK^T follows the P.V, the O
+ * update runs under it, and the consumers take turns issuing their GEMMs.
  * Numerics: csrc/sa3_reference.c, mode int8-fp8, q_block 1, k_block 128. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -159,11 +160,10 @@ __device__ __forceinline__ void issue_pv(float (&ot)[DP / 2], const uint32_t (&p
 /* Online softmax of one tile for this thread's two rows (r0: regs 4g, 4g+1; r1: 4g+2, 4g+3;
  * column 8g + 2t + e). MASK: keys past Sk, and with CAUSAL keys after the row, get p = 0. */
 template <bool MASK, bool CAUSAL>
-__device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, float c1, float (&m)[2],
-                                             float (&l)[2], float (&alpha)[2], uint32_t (&pa)[4][4],
-                                             int64_t key0, int64_t row0, int64_t row1, int64_t seq_k, int t) {
+__device__ __forceinline__ void softmax_values(const uint32_t (&s)[64], float c0, float c1, float (&m)[2],
+                                               float (&l)[2], float (&alpha)[2], float (&f)[64],
+                                               int64_t key0, int64_t row0, int64_t row1, int64_t seq_k, int t) {
     float mn0, mn1;
-    float f[64];
     if (MASK) {
         float mx0 = -INFINITY, mx1 = -INFINITY;
 #pragma unroll
@@ -214,6 +214,10 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
     }
     l[0] = fmaf(l[0], alpha[0], ls0);
     l[1] = fmaf(l[1], alpha[1], ls1);
+}
+
+/* P (the thread's 64 values, scaled into e4m3's range) into the P.V A fragments. */
+__device__ __forceinline__ void pack_p(const float (&f)[64], uint32_t (&pa)[4][4]) {
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) {
         const int g0 = 16 * kk, g1 = 16 * kk + 4, g2 = 16 * kk + 8, g3 = 16 * kk + 12;
@@ -222,6 +226,15 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
         pa[kk][2] = pack_e4m3(f[g2 + 0], f[g2 + 1], f[g3 + 0], f[g3 + 1]);
         pa[kk][3] = pack_e4m3(f[g2 + 2], f[g2 + 3], f[g3 + 2], f[g3 + 3]);
     }
+}
+
+template <bool MASK, bool CAUSAL>
+__device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, float c1, float (&m)[2],
+                                             float (&l)[2], float (&alpha)[2], uint32_t (&pa)[4][4],
+                                             int64_t key0, int64_t row0, int64_t row1, int64_t seq_k, int t) {
+    float f[64];
+    softmax_values<MASK, CAUSAL>(s, c0, c1, m, l, alpha, f, key0, row0, row1, seq_k, t);
+    pack_p(f, pa);
 }
 
 template <int DP, int NS, typename T, bool CAUSAL>
@@ -307,10 +320,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     float ot[DP / 2];
     uint32_t pa[4][4];
 
-    /* Ping-pong: the consumers take turns issuing their GEMMs (named barriers 3 and 4), so one's
-     * softmax runs under the other's tensor work instead of both contending at once. Causal calls
-     * skip it: their diagonal tiles take the slower masked softmax and the turns then stall. */
-    constexpr bool kPingPong = !CAUSAL;
+    /* Two forms of the loop (cuda/hopper/NOTES.md, v11, has the measurements that chose them):
+     * - overlapped (D = 128, not causal): each tile's P.V runs under the next tile's softmax;
+     * - serial (D = 64, causal): the O update runs under the next tile's QK^T, and the consumers
+     *   ping-pong: they take turns issuing their GEMMs (named barriers 3 and 4), so one's softmax
+     *   runs under the other's tensor work. Causal calls skip the turns: their diagonal tiles take
+     *   the slower masked softmax and the turns then stall. */
+    constexpr bool kOverlapPV = DP == 128 && !CAUSAL;
+    constexpr bool kPingPong = !CAUSAL && !kOverlapPV;
     if (kPingPong && cw == 1) named_barrier_arrive(3, 256); /* consumer 0 issues its GEMMs first */
     mbar_wait(&full_k[0], 0);
     issue_qk<DP>(s, dq, smem_desc(sk, DP));
@@ -319,8 +336,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     fence_regs(s);
     if (lane == 0) mbar_arrive(&empty_k[0]);
 
-    /* One tile. MORE: the next tile's QK^T is issued behind this tile's P.V; the two cases are
-     * separate instances so every wgmma wait is unconditional (ptxas otherwise serializes). */
+    /* Serial form, one tile. MORE: the next tile's QK^T is issued behind this tile's P.V; the two
+     * cases are separate instances so every wgmma wait is unconditional (ptxas otherwise serializes). */
     auto step = [&](int j, auto more_tag) {
         constexpr bool MORE = decltype(more_tag)::value;
         const int st = j % NS;
@@ -362,8 +379,70 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         ks = ks_next;
     };
-    for (int j = 0; j + 1 < ntiles; ++j) step(j, std::true_type{});
-    step(ntiles - 1, std::false_type{});
+
+    /* Overlapped form. The softmax of tile j (its S in `s`) leaves P in fp32 (`f`) and its alpha in
+     * `a_next`; the O update still owed (tile j-1's) uses `a_pend`. */
+    float a_pend[2], a_next[2];
+    auto softmax_at = [&](int j, float ksj, float (&f)[64]) {
+        const int64_t key0 = (int64_t)j * kBlockN;
+        if (key0 + kBlockN > p.seq_k) {
+            softmax_values<true, CAUSAL>(s, qs0 * ksj, qs1 * ksj, m, l, a_next, f, key0, row0, row1, p.seq_k, t);
+        } else {
+            softmax_values<false, CAUSAL>(s, qs0 * ksj, qs1 * ksj, m, l, a_next, f, key0, row0, row1, p.seq_k, t);
+        }
+    };
+    auto update_o = [&]() {
+#pragma unroll
+        for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? a_pend[1] : a_pend[0], ot[i]);
+    };
+    /* One tile j: the next tile's QK^T is issued ahead of this tile's P.V, and the next tile's
+     * softmax runs while the P.V does; P is packed only once the P.V is done (P's registers are
+     * its operand). MORE as in the serial form. */
+    auto step_overlap = [&](int j, auto more_tag) {
+        constexpr bool MORE = decltype(more_tag)::value;
+        const int st = j % NS, st1 = (j + 1) % NS;
+        const float ks_next = MORE ? kscale[j + 1] : 0.f;
+        if constexpr (MORE) {
+            mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
+            issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
+        }
+        mbar_wait(&full_v[st], (uint32_t)(j / NS) & 1u);
+        issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
+        if constexpr (!MORE) {
+            wgmma_wait<0>();
+            fence_regs(ot);
+            if (lane == 0) mbar_arrive(&empty_v[st]);
+            update_o();
+            return;
+        }
+        wgmma_wait<1>(); /* the QK^T; the P.V may still run */
+        fence_regs(s);
+        if (lane == 0) mbar_arrive(&empty_k[st1]);
+        float f[64];
+        softmax_at(j + 1, ks_next, f);
+        wgmma_wait<0>(); /* the P.V */
+        fence_regs(ot);
+        if (lane == 0) mbar_arrive(&empty_v[st]);
+        update_o();
+        pack_p(f, pa);
+        a_pend[0] = a_next[0];
+        a_pend[1] = a_next[1];
+    };
+
+    if constexpr (kOverlapPV) {
+        {
+            float f[64];
+            softmax_at(0, ks, f);
+            pack_p(f, pa);
+        }
+        a_pend[0] = a_next[0];
+        a_pend[1] = a_next[1];
+        for (int j = 0; j + 1 < ntiles; ++j) step_overlap(j, std::true_type{});
+        step_overlap(ntiles - 1, std::false_type{});
+    } else {
+        for (int j = 0; j + 1 < ntiles; ++j) step(j, std::true_type{});
+        step(ntiles - 1, std::false_type{});
+    }
 
     /* Epilogue: O * vscale / l in the caller's layout and dtype; the LSE when asked for. */
     l[0] += __shfl_xor_sync(0xffffffffu, l[0], 1);
