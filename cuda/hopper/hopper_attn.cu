@@ -385,7 +385,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float a_pend[2], a_next[2];
     auto softmax_at = [&](int j, float ksj, float (&f)[64]) {
         const int64_t key0 = (int64_t)j * kBlockN;
-        if (key0 + kBlockN > p.seq_k) {
+        if (key0 + kBlockN > p.seq_k || (CAUSAL && key0 + kBlockN - 1 > q0)) {
             softmax_values<true, CAUSAL>(s, qs0 * ksj, qs1 * ksj, m, l, a_next, f, key0, row0, row1, p.seq_k, t);
         } else {
             softmax_values<false, CAUSAL>(s, qs0 * ksj, qs1 * ksj, m, l, a_next, f, key0, row0, row1, p.seq_k, t);
