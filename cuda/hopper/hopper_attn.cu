@@ -381,7 +381,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     };
 
     /* Overlapped form. The softmax of tile j (its S in `s`) leaves P in fp32 (`f`) and its alpha in
-     * `a_next`; the O update still owed (tile j-1's) uses `a_pend`. */
+     * `a_next`; `a_pend` is the alpha of the tile whose P.V is in flight, for the O update after it. */
     float a_pend[2], a_next[2];
     auto softmax_at = [&](int j, float ksj, float (&f)[64]) {
         const int64_t key0 = (int64_t)j * kBlockN;
