@@ -1,0 +1,196 @@
+"""A/B of builds of the extension, the way cuda/hopper/NOTES.md (v9-v11) compares kernel versions.
+
+    python scripts/ab_builds.py build OUT.so [--rev REV]    # REV's extension (default: this working
+                                                            # tree) built for SAGEATTN3_CUDA_ARCHS (90a)
+    python scripts/ab_builds.py run A.so B.so ... [--shapes flux,16k] [--rounds 2]   # on the GPU
+
+`run` times each build in a process of its own, the builds alternating and the rounds repeated, so
+that no build always runs first, on a cold GPU, or after another kernel's clock. In each process
+every shape is timed as `sageattn(kernel="hopper")`, then SDPA, back to back (3 warm-up calls, the
+median of 20 CUDA-event-timed calls; bf16, (B,H,S,D) tensors). The summary is the fastest round per
+build and shape, and each build's ratio to the first one. Ratios to SDPA across processes move a few
+percent with the clock (NOTES.md, v8); the hopper-vs-hopper ratios are what this is for.
+
+Each build runs with this checkout's Python package (`sageattn3/`) around the given extension, so it
+compares kernels, not Python layers. A build is ~18 MB; to carry it to a GPU machine, `strip` it and
+`xz` it (~2 MB), and `xz -dc` it there. Build with the Python of the machine that will run it (the
+extension's file name carries its ABI).
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# name: (batch, heads, tokens, head_dim, causal); the shapes of `python -m sageattn3 bench`
+SHAPES = {"flux": (1, 24, 4608, 128, False), "batch": (4, 40, 4096, 128, False), "16k": (1, 40, 16384, 128, False),
+          "16k-causal": (1, 40, 16384, 128, True), "hd64": (1, 32, 16384, 64, False), "s1k": (1, 24, 1024, 128, False),
+          "wan-832x480": (1, 40, 32760, 128, False), "wan-832x1216": (1, 40, 82992, 128, False)}
+
+
+def build(out: Path, rev: str | None) -> None:
+    out = out.resolve()
+    with tempfile.TemporaryDirectory(prefix="sa3_ab_") as tmp:
+        src = Path(tmp) / "src"
+        if rev is None:  # the working tree as it is, untracked files included (not the ignored ones)
+            names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
+                                   capture_output=True, text=True).stdout.split()
+            for name in names:
+                if (REPO / name).is_file():
+                    (src / name).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(REPO / name, src / name)
+        else:
+            src.mkdir()
+            archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
+        env = dict(os.environ)
+        env.setdefault("SAGEATTN3_CUDA_ARCHS", "90a")
+        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=src, env=env,
+                       check=True)
+        built = sorted((src / "sageattn3").glob("_C*" + importlib.machinery.EXTENSION_SUFFIXES[0]))
+        if len(built) != 1:
+            raise SystemExit(f"ab_builds: expected one extension in {src / 'sageattn3'}, found {built}")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(built[0], out)
+    print(f"built {out} ({rev or 'working tree'}, archs {env['SAGEATTN3_CUDA_ARCHS']})")
+
+
+def stage(ext: Path, into: Path) -> Path:
+    """A copy of this checkout's package in `into`, with `ext` as its extension; returns `into`."""
+    if not ext.is_file():
+        raise SystemExit(f"ab_builds: no such extension file: {ext}")
+    pkg = into / "sageattn3"
+    shutil.copytree(REPO / "sageattn3", pkg,
+                    ignore=shutil.ignore_patterns("_C*.so", "_C*.pyd", "__pycache__"))
+    shutil.copy2(ext, pkg / ("_C" + importlib.machinery.EXTENSION_SUFFIXES[0]))
+    return into
+
+
+def summarize(records) -> str:
+    """records: (build, shape, hopper_us, sdpa_us) tuples, several rounds each -> a table of the
+    fastest round per build and shape, with each build's time relative to the first build's."""
+    builds, shapes, best = [], [], {}
+    for b, s, h, sd in records:
+        if b not in builds:
+            builds.append(b)
+        if s not in shapes:
+            shapes.append(s)
+        old = best.get((b, s))
+        if old is None or h < old[0]:
+            best[(b, s)] = (h, sd)
+    head = ["shape"] + [f"{b} us (x{builds[0]}), x SDPA" for b in builds]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for s in shapes:
+        cells = [s]
+        ref = best.get((builds[0], s))
+        for b in builds:
+            if (b, s) not in best:
+                cells.append("-")
+                continue
+            h, sd = best[(b, s)]
+            rel = f"{h / ref[0]:.3f}" if ref else "-"
+            cells.append(f"{h:.1f} ({rel}), {sd / h:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _child(name: str, shapes) -> None:
+    import statistics
+
+    import torch
+    import torch.nn.functional as F
+
+    import sageattn3
+
+    torch.manual_seed(0)
+
+    def median_us(f, n=20):
+        for _ in range(3):
+            f()
+        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
+        for a, z in ev:
+            a.record()
+            f()
+            z.record()
+        torch.cuda.synchronize()
+        return statistics.median(a.elapsed_time(z) for a, z in ev) * 1e3
+
+    for s in shapes:
+        b, h, n, d, causal = SHAPES[s]
+        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        th = median_us(lambda: sageattn3.sageattn(q, k, v, kernel="hopper", is_causal=causal))
+        ts = median_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
+        print(f"AB {name} {s} {th:.1f} {ts:.1f}", flush=True)
+        del q, k, v
+
+
+def run(exts, shapes, rounds: int) -> None:
+    names = [Path(e).name.split(".")[0] for e in exts]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"ab_builds: the builds need distinct file names (they name the columns): {names}")
+    records = []
+    with tempfile.TemporaryDirectory(prefix="sa3_ab_run_") as tmp:
+        staged = [stage(Path(e), Path(tmp) / str(i)) for i, e in enumerate(exts)]
+        for r in range(rounds):
+            for name, where in zip(names, staged):
+                env = dict(os.environ, PYTHONPATH=str(where))
+                out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_child", name, ",".join(shapes)],
+                                     env=env, cwd=tmp, capture_output=True, text=True)
+                if out.returncode != 0:
+                    raise SystemExit(f"ab_builds: {name} failed in round {r + 1}:\n{out.stderr[-3000:]}")
+                for line in out.stdout.splitlines():
+                    if line.startswith("AB "):
+                        _, b, s, h, sd = line.split()
+                        records.append((b, s, float(h), float(sd)))
+                        print(f"round {r + 1}: {b:12s} {s:13s} hopper {float(h):10.1f} us  sdpa {float(sd):10.1f} us",
+                              flush=True)
+    print(summarize(records))
+
+
+def _parse_shapes(arg: str):
+    shapes = [s for s in arg.split(",") if s]
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown or not shapes:
+        raise SystemExit(f"ab_builds: unknown shapes {unknown}; known: {', '.join(SHAPES)}")
+    return shapes
+
+
+def main(argv) -> int:
+    usage = __doc__.split("\n\n")[1]
+    if not argv or argv[0] not in ("build", "run", "_child"):
+        raise SystemExit("usage:\n" + usage)
+    if argv[0] == "_child":
+        _child(argv[1], _parse_shapes(argv[2]))
+        return 0
+    opts, pos = {}, []
+    it = iter(argv[1:])
+    for a in it:
+        if a in ("--rev", "--shapes", "--rounds"):
+            opts[a] = next(it, None)
+            if opts[a] is None:
+                raise SystemExit(f"ab_builds: {a} needs a value")
+        elif a.startswith("--"):
+            raise SystemExit(f"ab_builds: unknown option {a}\nusage:\n{usage}")
+        else:
+            pos.append(a)
+    if argv[0] == "build":
+        if len(pos) != 1 or set(opts) - {"--rev"}:
+            raise SystemExit("usage:\n" + usage)
+        build(Path(pos[0]), opts.get("--rev"))
+        return 0
+    if not pos or set(opts) - {"--shapes", "--rounds"}:
+        raise SystemExit("usage:\n" + usage)
+    rounds = opts.get("--rounds", "2")
+    if not rounds.isdigit() or int(rounds) < 1:
+        raise SystemExit(f"ab_builds: --rounds must be a positive integer, not {rounds!r}")
+    run(pos, _parse_shapes(opts.get("--shapes", ",".join(SHAPES))), int(rounds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
