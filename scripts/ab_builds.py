@@ -4,8 +4,11 @@
                                                             # tree) built for SAGEATTN3_CUDA_ARCHS (90a)
     python scripts/ab_builds.py run A.so B.so ... [--shapes flux,16k] [--rounds 2]   # on the GPU
 
-`run` times each build in a process of its own, the builds alternating and the rounds repeated, so
-that no build always runs first, on a cold GPU, or after another kernel's clock. In each process
+`run` times each build in a process of its own, the builds alternating and the rounds repeated, the
+order reversed every other round (A B, B A, A B, ...), so that no build always runs first or always
+after the same one. Each process asserts that the hopper family served every timed call (a build
+whose kernel declines would otherwise be timed as the SDPA fallback) and that it imported the staged
+package. In each process
 every shape is timed as `sageattn(kernel="hopper")`, then SDPA, back to back (3 warm-up calls, the
 median of 20 CUDA-event-timed calls; bf16, (B,H,S,D) tensors). The summary is the fastest round per
 build and shape, and each build's ratio to the first one. Ratios to SDPA across processes move a few
@@ -27,7 +30,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# name: (batch, heads, tokens, head_dim, causal); the shapes of `python -m sageattn3 bench`
+# name: (batch, heads, tokens, head_dim, causal): the shapes of `python -m sageattn3 bench`, all as
+# (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D))
 SHAPES = {"flux": (1, 24, 4608, 128, False), "batch": (4, 40, 4096, 128, False), "16k": (1, 40, 16384, 128, False),
           "16k-causal": (1, 40, 16384, 128, True), "hd64": (1, 32, 16384, 64, False), "s1k": (1, 24, 1024, 128, False),
           "wan-832x480": (1, 40, 32760, 128, False), "wan-832x1216": (1, 40, 82992, 128, False)}
@@ -74,6 +78,8 @@ def stage(ext: Path, into: Path) -> Path:
 def summarize(records) -> str:
     """records: (build, shape, hopper_us, sdpa_us) tuples, several rounds each -> a table of the
     fastest round per build and shape, with each build's time relative to the first build's."""
+    if not records:
+        return "(no results)"
     builds, shapes, best = [], [], {}
     for b, s, h, sd in records:
         if b not in builds:
@@ -107,6 +113,9 @@ def _child(name: str, shapes) -> None:
 
     import sageattn3
 
+    staged = Path(os.environ["SA3_AB_STAGED"]).resolve()
+    if not Path(sageattn3.__file__).resolve().is_relative_to(staged):
+        raise SystemExit(f"ab_builds: imported {sageattn3.__file__}, not the staged build in {staged}")
     torch.manual_seed(0)
 
     def median_us(f, n=20):
@@ -123,7 +132,11 @@ def _child(name: str, shapes) -> None:
     for s in shapes:
         b, h, n, d, causal = SHAPES[s]
         q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        sageattn3.reset_stats()
         th = median_us(lambda: sageattn3.sageattn(q, k, v, kernel="hopper", is_causal=causal))
+        st = sageattn3.stats()
+        if st["fallback"] or not st["served"].get("hopper"):
+            raise SystemExit(f"ab_builds: {name} {s}: hopper did not serve every call: {st}")
         ts = median_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
         print(f"AB {name} {s} {th:.1f} {ts:.1f}", flush=True)
         del q, k, v
@@ -137,8 +150,10 @@ def run(exts, shapes, rounds: int) -> None:
     with tempfile.TemporaryDirectory(prefix="sa3_ab_run_") as tmp:
         staged = [stage(Path(e), Path(tmp) / str(i)) for i, e in enumerate(exts)]
         for r in range(rounds):
-            for name, where in zip(names, staged):
-                env = dict(os.environ, PYTHONPATH=str(where))
+            order = list(zip(names, staged))
+            for name, where in order if r % 2 == 0 else order[::-1]:
+                path = os.pathsep.join(p for p in (str(where), os.environ.get("PYTHONPATH", "")) if p)
+                env = dict(os.environ, PYTHONPATH=path, SA3_AB_STAGED=str(where))
                 out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "_child", name, ",".join(shapes)],
                                      env=env, cwd=tmp, capture_output=True, text=True)
                 if out.returncode != 0:

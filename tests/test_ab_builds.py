@@ -2,6 +2,7 @@
 beside this checkout's package, the round-robin over builds (with the GPU child replaced) and its
 argument errors; the timing itself needs an H100/H200."""
 import importlib.machinery
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,24 +38,32 @@ def test_stage_puts_the_extension_beside_a_copy_of_the_package(tmp_path):
     assert (pkg / exts[0]).read_bytes() == b"not really an extension"
 
 
-def test_run_alternates_the_builds_each_round(tmp_path, monkeypatch, capsys):
+def test_run_alternates_the_builds_and_reverses_every_other_round(tmp_path, monkeypatch, capsys):
     for n in ("a", "b"):
-        (tmp_path / f"{n}.so").write_bytes(b"x")
+        (tmp_path / f"{n}.so").write_bytes(f"extension {n}".encode())
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
     order = []
 
     def fake(cmd, env, cwd, capture_output, text):
         name, shapes = cmd[-2], cmd[-1].split(",")
         order.append(name)
-        assert Path(env["PYTHONPATH"], "sageattn3").is_dir()
+        first, rest = env["PYTHONPATH"].split(os.pathsep)
+        assert rest == "/elsewhere" and env["SA3_AB_STAGED"] == first
+        (ext,) = Path(first, "sageattn3").glob("_C*")
+        assert ext.read_bytes() == f"extension {name}".encode()  # each process gets its own build
         out = "".join(f"AB {name} {s} {100.0 if name == 'a' else 90.0} 120.0\n" for s in shapes)
         return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
 
     monkeypatch.setattr(ab.subprocess, "run", fake)
     ab.main(["run", str(tmp_path / "a.so"), str(tmp_path / "b.so"), "--shapes", "flux,s1k", "--rounds", "3"])
-    assert order == ["a", "b"] * 3
+    assert order == ["a", "b", "b", "a", "a", "b"]
     out = capsys.readouterr().out
     assert "| flux | 100.0 (1.000), 1.20 | 90.0 (0.900), 1.33 |" in out
     assert out.count("round 3:") == 4
+
+
+def test_a_run_without_results_says_so():
+    assert ab.summarize([]) == "(no results)"
 
 
 def test_a_failing_build_stops_the_run_with_its_error(tmp_path, monkeypatch):

@@ -12,8 +12,9 @@
  *     O = O alpha + Ot    fp32 running sum: FP8 wgmma accumulates with a short mantissa, so
  *                         each tile's product starts from zero and is added here
  * At D = 128 (not causal) the next tile's QK^T is issued ahead of this tile's P.V, and the
- * next tile's softmax runs while that P.V does; otherwise the next QK^T follows the P.V, the O
- * update runs under it, and the consumers take turns issuing their GEMMs.
+ * next tile's softmax runs while that P.V does. Otherwise (D = 64, or causal at any D) the next
+ * QK^T follows the P.V and the O update runs under it; at D = 64, not causal, the consumers also
+ * take turns issuing their GEMMs.
  * Numerics: csrc/sa3_reference.c, mode int8-fp8, q_block 1, k_block 128. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -322,10 +323,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     /* Two forms of the loop (cuda/hopper/NOTES.md, v11, has the measurements that chose them):
      * - overlapped (D = 128, not causal): each tile's P.V runs under the next tile's softmax;
-     * - serial (D = 64, causal): the O update runs under the next tile's QK^T, and the consumers
-     *   ping-pong: they take turns issuing their GEMMs (named barriers 3 and 4), so one's softmax
-     *   runs under the other's tensor work. Causal calls skip the turns: their diagonal tiles take
-     *   the slower masked softmax and the turns then stall. */
+     * - serial (D = 64, or causal at any D): the O update runs under the next tile's QK^T, and
+     *   the consumers ping-pong: they take turns issuing their GEMMs (named barriers 3 and 4), so
+     *   one's softmax runs under the other's tensor work. Causal calls skip the turns: their
+     *   diagonal tiles take the slower masked softmax and the turns then stall. */
     constexpr bool kOverlapPV = DP == 128 && !CAUSAL;
     constexpr bool kPingPong = !CAUSAL && !kOverlapPV;
     if (kPingPong && cw == 1) named_barrier_arrive(3, 256); /* consumer 0 issues its GEMMs first */
