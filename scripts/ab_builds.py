@@ -9,8 +9,9 @@ order reversed every other round (A B, B A, A B, ...), so that no build always r
 after the same one. Each process asserts that the hopper family served every timed call (a build
 whose kernel declines would otherwise be timed as the SDPA fallback) and that it imported the staged
 package. In each process
-every shape is timed as `sageattn(kernel="hopper")`, then SDPA, back to back (3 warm-up calls, the
-median of 20 CUDA-event-timed calls; bf16, (B,H,S,D) tensors). The summary is the fastest round per
+every shape is timed as `sageattn(kernel="hopper")`, then SDPA, back to back, by the bench's
+`time_steady` (3 warm-up calls, then the median of 20 CUDA-event-timed calls queued behind a GPU
+hold, so each times the GPU's work and not the host's launch gap; bf16, (B,H,S,D) tensors). The summary is the fastest round per
 build and shape, and each build's ratio to the first one. Ratios to SDPA across processes move a few
 percent with the clock (NOTES.md, v8); the hopper-vs-hopper ratios are what this is for.
 
@@ -29,7 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from checkout_build import REPO, build_inplace, copy_worktree
 # name: (batch, heads, tokens, head_dim, causal): the shapes of `python -m sageattn3 bench`, all as
 # (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D))
 SHAPES = {"flux": (1, 24, 4608, 128, False), "batch": (4, 40, 4096, 128, False), "16k": (1, 40, 16384, 128, False),
@@ -41,27 +42,16 @@ def build(out: Path, rev: str | None) -> None:
     out = out.resolve()
     with tempfile.TemporaryDirectory(prefix="sa3_ab_") as tmp:
         src = Path(tmp) / "src"
-        if rev is None:  # the working tree as it is, untracked files included (not the ignored ones)
-            names = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, check=True,
-                                   capture_output=True, text=True).stdout.split()
-            for name in names:
-                if (REPO / name).is_file():
-                    (src / name).parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(REPO / name, src / name)
+        src.mkdir()
+        if rev is None:
+            copy_worktree(src)
         else:
-            src.mkdir()
             archive = subprocess.run(["git", "archive", rev], cwd=REPO, check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(src)], input=archive, check=True)
-        env = dict(os.environ)
-        env.setdefault("SAGEATTN3_CUDA_ARCHS", "90a")
-        subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=src, env=env,
-                       check=True)
-        built = sorted((src / "sageattn3").glob("_C*" + importlib.machinery.EXTENSION_SUFFIXES[0]))
-        if len(built) != 1:
-            raise SystemExit(f"ab_builds: expected one extension in {src / 'sageattn3'}, found {built}")
+        built = build_inplace(src)
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(built[0], out)
-    print(f"built {out} ({rev or 'working tree'}, archs {env['SAGEATTN3_CUDA_ARCHS']})")
+        shutil.copy2(built, out)
+    print(f"built {out} ({rev or 'working tree'}, archs {os.environ.get('SAGEATTN3_CUDA_ARCHS', '90a')})")
 
 
 def stage(ext: Path, into: Path) -> Path:
@@ -118,16 +108,11 @@ def _child(name: str, shapes) -> None:
         raise SystemExit(f"ab_builds: imported {sageattn3.__file__}, not the staged build in {staged}")
     torch.manual_seed(0)
 
-    def median_us(f, n=20):
-        for _ in range(3):
-            f()
-        ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(n)]
-        for a, z in ev:
-            a.record()
-            f()
-            z.record()
-        torch.cuda.synchronize()
-        return statistics.median(a.elapsed_time(z) for a, z in ev) * 1e3
+    from sageattn3._bench import time_steady
+
+    def median_us(f):
+        times_ms, _ = time_steady(torch, f, warmup=3, runs=20, warmup_s=0.0)
+        return statistics.median(times_ms) * 1e3
 
     for s in shapes:
         b, h, n, d, causal = SHAPES[s]
@@ -139,7 +124,6 @@ def _child(name: str, shapes) -> None:
             raise SystemExit(f"ab_builds: {name} {s}: hopper did not serve every call: {st}")
         ts = median_us(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=causal))
         print(f"AB {name} {s} {th:.1f} {ts:.1f}", flush=True)
-        del q, k, v
 
 
 def run(exts, shapes, rounds: int) -> None:

@@ -17,14 +17,12 @@ apply to the kernel in this checkout).
 """
 from __future__ import annotations
 
-import os
-import shutil
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from checkout_build import REPO, build_inplace, copy_worktree
+
 KERNEL = Path("cuda/hopper/hopper_attn.cu")
 STAMPS = ("start", "barriers", "q_ready", "first_qk", "loop_end", "epilogue_end", "smid", "producer_done",
           "gtimer_start", "gtimer_end", "ntiles", "cw1_loop_end", "cw1_epilogue_end", "regs", "q_landed")
@@ -82,17 +80,9 @@ def instrument(source: str) -> str:
 def build(out: Path) -> None:
     if out.exists():
         raise SystemExit(f"hopper_timeline: {out} exists")
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        src = REPO / name
-        if src.is_file():
-            (out / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out / name)
+    copy_worktree(out)
     (out / KERNEL).write_text(instrument((REPO / KERNEL).read_text()))
-    env = dict(os.environ, SAGEATTN3_CUDA_ARCHS="90a")
-    subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=out, env=env,
-                   check=True)
+    build_inplace(out)
     print(f"instrumented build in {out}; on the GPU: python {Path(__file__).relative_to(REPO)} run {out}")
 
 
