@@ -32,10 +32,12 @@ from pathlib import Path
 
 from checkout_build import REPO, build_inplace, copy_worktree
 # name: (batch, heads, tokens, head_dim, causal): the shapes of `python -m sageattn3 bench`, all as
-# (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D))
+# (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D)), and hd64-causal, which the
+# bench lacks but the D = 64 causal kernel instances need for their A/Bs
 SHAPES = {"flux": (1, 24, 4608, 128, False), "batch": (4, 40, 4096, 128, False), "16k": (1, 40, 16384, 128, False),
           "16k-causal": (1, 40, 16384, 128, True), "hd64": (1, 32, 16384, 64, False), "s1k": (1, 24, 1024, 128, False),
-          "wan-832x480": (1, 40, 32760, 128, False), "wan-832x1216": (1, 40, 82992, 128, False)}
+          "wan-832x480": (1, 40, 32760, 128, False), "wan-832x1216": (1, 40, 82992, 128, False),
+          "hd64-causal": (1, 32, 16384, 64, True)}
 
 
 def build(out: Path, rev: str | None) -> None:

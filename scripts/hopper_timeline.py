@@ -34,15 +34,16 @@ EDITS = [
     ("    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));\n",
      "    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));\n"
      "    if (tid == 0 && q0 % 128 == 0) tl_q_landed = (uint32_t)clock64();\n"),
-    ("    using L = Smem<DP, NS>;\n    extern __shared__",
-     "    using L = Smem<DP, NS>;\n    __shared__ uint32_t tl_sm[4];\n    const uint32_t tl_c0 = (uint32_t)clock64();\n"
+    ("    using L = Smem<DP, NS, NC>;\n    extern __shared__",
+     "    using L = Smem<DP, NS, NC>;\n    __shared__ uint32_t tl_sm[4];\n    const uint32_t tl_c0 = (uint32_t)clock64();\n"
      "    uint64_t tl_g0;\n    asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(tl_g0));\n    extern __shared__"),
     ("        mbar_init_fence();\n    }\n    __syncthreads();\n",
      "        mbar_init_fence();\n    }\n    __syncthreads();\n    const uint32_t tl_sync = (uint32_t)clock64();\n"),
     ("                bulk_g2s(sv + s * L::kV, vt + (int64_t)j * L::kV, L::kV, &full_v[s], pol);\n            }\n",
      "                bulk_g2s(sv + s * L::kV, vt + (int64_t)j * L::kV, L::kV, &full_v[s], pol);\n            }\n"
      "            tl_sm[0] = (uint32_t)clock64();\n"),
-    ("    regs_inc<240>();\n", "    regs_inc<240>();\n    const uint32_t tl_regs = (uint32_t)clock64();\n"),
+    ("    regs_inc<Roles<NC>::kConsumerRegs>();\n",
+     "    regs_inc<Roles<NC>::kConsumerRegs>();\n    const uint32_t tl_regs = (uint32_t)clock64();\n"),
     ("    named_barrier_sync(1 + cw, 128);\n\n",
      "    named_barrier_sync(1 + cw, 128);\n    const uint32_t tl_q = (uint32_t)clock64();\n\n"),
     ("    if (lane == 0) mbar_arrive(&empty_k[0]);\n",
@@ -56,7 +57,7 @@ EDITS = [
      "    }\n"
      "    const uint32_t tl_epi = (uint32_t)clock64();\n"
      "    if (cw == 1 && tid == 0) tl_sm[2] = tl_epi;\n"
-     "    named_barrier_sync(5, 256);\n"
+     "    named_barrier_sync(15, 128 * NC);\n"
      "    if (p.lse != nullptr && cw == 0 && tid == 0) {\n"
      "        uint64_t g1;\n        asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(g1));\n"
      "        uint32_t smid;\n        asm volatile(\"mov.u32 %0, %%smid;\" : \"=r\"(smid));\n"

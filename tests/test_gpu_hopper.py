@@ -86,6 +86,28 @@ def test_long_sequences(sq, sk, causal):
     _check_f64(oh, qh, kh, vh, "HND", None, causal, rows=rows)
 
 
+def test_d128_three_consumer_ctas_where_their_waves_are_shorter():
+    """At D = 128 (not causal) the launcher takes three consumer warpgroups (192-row CTAs, the
+    serial 160-register loop) when whole waves of them come out >= 1% shorter than of two
+    (consumers_d128 in cuda/hopper/hopper_attn.cu): with sm_count // 2 query heads of 377 rows,
+    128-row CTAs (3 per head) need two waves and 192-row ones (2 per head) one, so the
+    three-consumer instance serves this call on any GPU. GQA 2:1 and a ragged last key tile;
+    checked against float64, on two heads against the CPU reference, and its LSE."""
+    from sageattn3 import _lse
+    sm = _C.device_info(torch.cuda.current_device())["sm_count"]
+    hq = max(2, sm // 2 // 2 * 2)
+    hkv, sq, sk = hq // 2, 377, 1000
+    q, k, v = make_qkv(1, hq, hkv, sq, sk, 128)
+    out = run_hopper(q, k, v)
+    _check_f64(out, q, k, v, "HND", None, False)
+    ref = reference_hopper(q[:, :2], k[:, :1], v[:, :1], causal=False)
+    err = rel_l1(out[:, :2].float().cpu(), ref.double())
+    assert err <= REF_BOUND, f"rel-L1 vs CPU reference {err:.2e} > {REF_BOUND}"
+    _, lse = _lse.attention_with_lse(q, k, v, layout="HND", kernel="hopper")
+    lerr = (lse.double() - lse64(q, k)).abs()
+    assert float(lerr.max()) < 0.05, float(lerr.max())
+
+
 def test_over_2pow31_elements_in_one_tensor():
     """k and v of (2, 250000, 40, 128) bf16: 2.56e9 elements each, so every (b, h, s) offset
     past 2^31 must be 64-bit. The workspace for all 40 heads would be 5 GB against a 2 MB output,

@@ -1,20 +1,19 @@
 /* hopper_attn.cu - INT8 QK^T / FP8 P.V attention for sm_90a: wgmma fed by the TMA engine,
- * one producer warp and two consumer warpgroups per CTA.
+ * one producer warp and two or three consumer warpgroups per CTA.
  *
- * CTA = 128 query rows of one (b, hq): warpgroup 0 is the producer (one thread issues bulk
- * copies of the pre-pass's K and V tiles into an NS-deep ring, completing on mbarriers);
- * warpgroups 1 and 2 each own 64 rows. A consumer quantizes its Q rows to INT8 in shared
- * memory (one scale per row), then per 128-key tile:
+ * CTA = 64 * NC query rows of one (b, hq): warpgroup 0 is the producer (one thread issues bulk
+ * copies of the pre-pass's K and V tiles into an NS-deep ring, completing on mbarriers); the NC
+ * consumer warpgroups after it (Roles: 3 at D = 64, 2 or 3 at D = 128) each own 64 rows. A consumer
+ * quantizes its Q rows to INT8 in shared memory (one scale per row), then per 128-key tile:
  *     S = Q K^T           wgmma s8, both operands from shared memory
  *     P = exp2(S c - m')  online softmax in fp32, P scaled into e4m3's range (x448)
  *     Ot = P V            wgmma e4m3, P from registers (its accumulator layout is the A
  *                         fragment layout thanks to the pre-pass's key permutation of V^T)
  *     O = O alpha + Ot    fp32 running sum: FP8 wgmma accumulates with a short mantissa, so
  *                         each tile's product starts from zero and is added here
- * At D = 128 (not causal) the next tile's QK^T is issued ahead of this tile's P.V, and the
- * next tile's softmax runs while that P.V does. Otherwise (D = 64, or causal at any D) the next
- * QK^T follows the P.V and the O update runs under it; at D = 64, not causal, the consumers also
- * take turns issuing their GEMMs.
+ * At D = 128 with two consumers (not causal) the next tile's QK^T is issued ahead of this tile's
+ * P.V, and the next tile's softmax runs while that P.V does. Otherwise each consumer runs its
+ * tiles one after the other, and, not causal, the consumers take turns issuing their GEMMs.
  * Numerics: csrc/sa3_reference.c, mode int8-fp8, q_block 1, k_block 128. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -30,26 +29,34 @@
 namespace sa3h {
 namespace {
 
-constexpr int kThreads = 384;
-constexpr int kConsumerWarps = 8;
+/* NC consumer warpgroups per CTA, 64 query rows each. Three fit in 160 registers each (the
+ * producer keeps 24), and a third warp per scheduler hides more of the softmax's latency; two get
+ * 240, which the D = 128 loop needs to run a tile's P.V under the next tile's softmax. D = 64
+ * always takes three; D = 128 takes three where the waves come out better (consumers_d128). */
+template <int NC>
+struct Roles {
+    static constexpr int kThreads = 128 * (NC + 1);  /* + the producer warpgroup */
+    static constexpr int kBlockM = 64 * NC;          /* query rows per CTA */
+    static constexpr int kConsumerRegs = NC == 3 ? 160 : 240;
+};
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 constexpr float kLog2P = 8.807354922057604f; /* log2(448): P is stored as p * 448 */
 
-template <int DP, int NS>
+template <int DP, int NS, int NC>
 struct Smem {
     static constexpr int kQ = 64 * DP;          /* one consumer's INT8 Q rows */
     static constexpr int kK = kBlockN * DP;     /* INT8 K tile */
     static constexpr int kV = DP * kBlockN;     /* e4m3 V^T tile */
     static constexpr int q_off = 0;
-    static constexpr int k_off = 2 * kQ;
+    static constexpr int k_off = NC * kQ;
     static constexpr int v_off = k_off + NS * kK;
     static constexpr int bar_off = v_off + NS * kV;  /* fullK, fullV, emptyK, emptyV: NS each */
     static constexpr int row_off = bar_off + 4 * NS * 8; /* per-row Q scale and LSE term */
-    static constexpr int vs_off = row_off + 2 * kBlockM * 4; /* each consumer's copy of the V scales */
+    static constexpr int vs_off = row_off + 2 * NC * 64 * 4; /* each consumer's copy of the V scales */
     static constexpr int o_pitch = DP * 2 + 16;           /* padded: the fragment stores hit 32 banks */
-    static constexpr int o_off = vs_off + 2 * DP * 4;     /* each consumer's 64 output rows */
-    static constexpr int bytes = o_off + 2 * 64 * o_pitch;
+    static constexpr int o_off = vs_off + NC * DP * 4;    /* each consumer's 64 output rows */
+    static constexpr int bytes = o_off + NC * 64 * o_pitch;
     static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
 };
 
@@ -238,10 +245,11 @@ __device__ __forceinline__ void softmax_tile(const uint32_t (&s)[64], float c0, 
     pack_p(f, pa);
 }
 
-template <int DP, int NS, typename T, bool CAUSAL>
-__global__ void __launch_bounds__(kThreads, 1)
+template <int DP, int NS, int NC, typename T, bool CAUSAL>
+__global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     attn_kernel(const sa3_problem p, const Workspace w) {
-    using L = Smem<DP, NS>;
+    constexpr int BM = Roles<NC>::kBlockM;
+    using L = Smem<DP, NS, NC>;
     extern __shared__ uint8_t smem_raw[];
     uint8_t *smem = reinterpret_cast<uint8_t *>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
     int8_t *sq = reinterpret_cast<int8_t *>(smem + L::q_off);
@@ -250,14 +258,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint64_t *full_k = reinterpret_cast<uint64_t *>(smem + L::bar_off);
     uint64_t *full_v = full_k + NS, *empty_k = full_k + 2 * NS, *empty_v = full_k + 3 * NS;
     float *row_scale = reinterpret_cast<float *>(smem + L::row_off);
-    float *row_lse = row_scale + kBlockM;
+    float *row_lse = row_scale + BM;
 
     const int qt = CAUSAL ? (int)(gridDim.x - 1 - blockIdx.x) : (int)blockIdx.x; /* heavy tiles first */
     const int64_t hq = blockIdx.y, b = blockIdx.z;
     const int64_t hk = hq / (p.heads_q / p.heads_kv);
     const int64_t bhk = b * p.heads_kv + hk;
     int ntiles = (int)w.nblk;
-    if (CAUSAL) ntiles = min(ntiles, qt + 1); /* rows < (qt+1)*128 see keys < (qt+1)*128 */
+    if constexpr (CAUSAL && BM == kBlockN) {
+        ntiles = min(ntiles, qt + 1); /* rows < (qt+1)*128 see keys < (qt+1)*128 */
+    } else if constexpr (CAUSAL) {   /* rows < (qt+1)*BM see keys < (qt+1)*BM */
+        ntiles = (int)min((int64_t)ntiles, ((int64_t)(qt + 1) * BM + kBlockN - 1) / kBlockN);
+    }
     const int wg = threadIdx.x / 128;
 
     if (threadIdx.x == 0) {
@@ -265,8 +277,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int s = 0; s < NS; ++s) {
             mbar_init(&full_k[s], 1);
             mbar_init(&full_v[s], 1);
-            mbar_init(&empty_k[s], kConsumerWarps);
-            mbar_init(&empty_v[s], kConsumerWarps);
+            mbar_init(&empty_k[s], 4 * NC); /* one arrival per consumer warp */
+            mbar_init(&empty_v[s], 4 * NC);
         }
         mbar_init_fence();
     }
@@ -293,11 +305,11 @@ __global__ void __launch_bounds__(kThreads, 1)
         return;
     }
 
-    regs_inc<240>();
+    regs_inc<Roles<NC>::kConsumerRegs>();
     const int cw = wg - 1;
     const int tid = threadIdx.x - 128 * wg;
     const int warp = tid / 32, lane = tid % 32, t = lane & 3;
-    const int64_t q0 = (int64_t)qt * kBlockM + cw * 64;
+    const int64_t q0 = (int64_t)qt * BM + cw * 64;
     /* The epilogue's V scales are staged in shared memory with the Q load, where their load hides:
      * read from global memory between the output stores, each would wait out its own latency
      * (the compiler cannot move a load above a store that may alias it). */
@@ -321,15 +333,20 @@ __global__ void __launch_bounds__(kThreads, 1)
     float ot[DP / 2];
     uint32_t pa[4][4];
 
-    /* Two forms of the loop (cuda/hopper/NOTES.md, v11, has the measurements that chose them):
-     * - overlapped (D = 128, not causal): each tile's P.V runs under the next tile's softmax;
-     * - serial (D = 64, or causal at any D): the O update runs under the next tile's QK^T, and
-     *   the consumers ping-pong: they take turns issuing their GEMMs (named barriers 3 and 4), so
-     *   one's softmax runs under the other's tensor work. Causal calls skip the turns: their
-     *   diagonal tiles take the slower masked softmax and the turns then stall. */
-    constexpr bool kOverlapPV = DP == 128 && !CAUSAL;
+    /* Two forms of the loop (cuda/hopper/NOTES.md, v11 and v12, has the measurements that chose them):
+     * - overlapped (D = 128, two consumers, not causal): each tile's P.V runs under the next
+     *   tile's softmax;
+     * - serial (the rest): the O update runs under the next tile's QK^T (at D = 128 with three
+     *   consumers it cannot: S, O and the P.V product would not fit in 160 registers, so the
+     *   QK^T follows the O update), and, not causal, the consumers take turns issuing their
+     *   GEMMs, round robin (named barrier 1 + NC + c is consumer c's turn), so one's softmax
+     *   runs under the others' tensor work. Causal calls skip the turns: their diagonal tiles
+     *   take the slower masked softmax and the turns then stall. */
+    constexpr bool kOverlapPV = DP == 128 && !CAUSAL && NC == 2;
+    constexpr bool kLateQK = DP == 128 && NC == 3; /* 160 registers: S, O and the P.V product never all live */
     constexpr bool kPingPong = !CAUSAL && !kOverlapPV;
-    if (kPingPong && cw == 1) named_barrier_arrive(3, 256); /* consumer 0 issues its GEMMs first */
+    constexpr int kTurn = 1 + NC; /* named barriers 1..NC: each consumer's own; then the turns */
+    if (kPingPong && cw == NC - 1) named_barrier_arrive(kTurn, 256); /* consumer 0 issues first */
     mbar_wait(&full_k[0], 0);
     issue_qk<DP>(s, dq, smem_desc(sk, DP));
     float ks = kscale[0];
@@ -352,19 +369,19 @@ __global__ void __launch_bounds__(kThreads, 1)
         } else {
             softmax_tile<false, CAUSAL>(s, qs0 * ks, qs1 * ks, m, l, alpha, pa, key0, row0, row1, p.seq_k, t);
         }
-        if constexpr (kPingPong) named_barrier_sync(3 + cw, 256); /* my turn: the other consumer issued */
+        if constexpr (kPingPong) named_barrier_sync(kTurn + cw, 256); /* my turn: the one before me issued */
         mbar_wait(&full_v[st], ph);
         issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
         const int st1 = (j + 1) % NS;
-        if constexpr (MORE) {
+        if constexpr (MORE && !kLateQK) {
             mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
         }
-        /* The other consumer's turn; consumer 1 gave consumer 0 the first turn, so it skips its last. */
+        /* The next consumer's turn; the last one gave consumer 0 its first turn, so it skips its last. */
         if constexpr (kPingPong) {
-            if (MORE || cw == 0) named_barrier_arrive(4 - cw, 256);
+            if (MORE || cw != NC - 1) named_barrier_arrive(kTurn + (cw + 1) % NC, 256);
         }
-        if constexpr (MORE) {
+        if constexpr (MORE && !kLateQK) {
             wgmma_wait<1>();
         } else {
             wgmma_wait<0>();
@@ -374,6 +391,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 #pragma unroll
         for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? alpha[1] : alpha[0], ot[i]);
         if constexpr (MORE) {
+            if constexpr (kLateQK) {
+                mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
+                issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
+            }
             wgmma_wait<0>();
             fence_regs(s);
             if (lane == 0) mbar_arrive(&empty_k[st1]);
@@ -481,10 +502,11 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 }
 
-template <int DP, int NS, typename T, bool CAUSAL>
+template <int DP, int NS, int NC, typename T, bool CAUSAL>
 sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t stream, char *err, size_t err_len) {
-    using L = Smem<DP, NS>;
-    auto kernel = attn_kernel<DP, NS, T, CAUSAL>;
+    using R = Roles<NC>;
+    using L = Smem<DP, NS, NC>;
+    auto kernel = attn_kernel<DP, NS, NC, T, CAUSAL>;
     /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
     static bool configured[64] = {false};
     if (p->device >= 64 || !configured[p->device]) {
@@ -492,20 +514,44 @@ sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t s
                      "hopper attention smem attribute");
         if (p->device < 64) configured[p->device] = true;
     }
-    const dim3 grid((unsigned)((p->seq_q + kBlockM - 1) / kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
-    SA3_CUDA_TRY(launch_overlapping(kernel, grid, dim3(kThreads), L::alloc, stream, *p, *w), "hopper attention launch");
+    const dim3 grid((unsigned)((p->seq_q + R::kBlockM - 1) / R::kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
+    SA3_CUDA_TRY(launch_overlapping(kernel, grid, dim3(R::kThreads), L::alloc, stream, *p, *w),
+                 "hopper attention launch");
     return SA3_OK;
 }
 
+/* Relative time per query row of the three-consumer D = 128 loop (serial, 160 registers) to the
+ * two-consumer one (overlapped, 240): measured 0.96 at Wan 832x480 (NOTES.md, v12). */
+constexpr double kRowCost3 = 0.96;
+
+/* 3 or 2 consumers for a non-causal D = 128 pass: the one whose whole waves of CTAs (1 per SM)
+ * times the rows each CTA covers, at its row cost, come out shorter; 3 only where that is at
+ * least 1% shorter (the per-row gain is small, a partial last wave of 192-row CTAs is not).
+ * Causal D = 128 keeps 2: its masked loop spills at 160 registers. */
+int consumers_d128(const sa3_problem *p, int sm_count) {
+    if (p->is_causal || sm_count <= 0) return 2;
+    const int64_t heads = p->batch * p->heads_q;
+    const int64_t waves2 = (heads * ((p->seq_q + 127) / 128) + sm_count - 1) / sm_count;
+    const int64_t waves3 = (heads * ((p->seq_q + 191) / 192) + sm_count - 1) / sm_count;
+    return (double)waves3 * 192.0 * kRowCost3 < 0.99 * (double)waves2 * 128.0 ? 3 : 2;
+}
+
 template <int DP, typename T>
-sa3_status launch_dp(const sa3_problem *p, const Workspace *w, cudaStream_t s, char *err, size_t n) {
+sa3_status launch_dp(const sa3_problem *p, const Workspace *w, int sm_count, cudaStream_t s, char *err, size_t n) {
     constexpr int NS = DP == 128 ? 3 : 4; /* keep in step with attention_smem_bytes */
-    return p->is_causal ? launch_typed<DP, NS, T, true>(p, w, s, err, n) : launch_typed<DP, NS, T, false>(p, w, s, err, n);
+    if constexpr (DP == 64) {
+        return p->is_causal ? launch_typed<64, NS, 3, T, true>(p, w, s, err, n)
+                            : launch_typed<64, NS, 3, T, false>(p, w, s, err, n);
+    } else {
+        if (p->is_causal) return launch_typed<128, NS, 2, T, true>(p, w, s, err, n);
+        return consumers_d128(p, sm_count) == 3 ? launch_typed<128, NS, 3, T, false>(p, w, s, err, n)
+                                                : launch_typed<128, NS, 2, T, false>(p, w, s, err, n);
+    }
 }
 
 template <typename T>
-sa3_status launch_t(const sa3_problem *p, const Workspace *w, cudaStream_t s, char *err, size_t n) {
-    return w->dp == 64 ? launch_dp<64, T>(p, w, s, err, n) : launch_dp<128, T>(p, w, s, err, n);
+sa3_status launch_t(const sa3_problem *p, const Workspace *w, int sm_count, cudaStream_t s, char *err, size_t n) {
+    return w->dp == 64 ? launch_dp<64, T>(p, w, sm_count, s, err, n) : launch_dp<128, T>(p, w, sm_count, s, err, n);
 }
 
 /* The call restricted to K/V heads [h0, h0 + n) and their query heads (GQA ratio `ratio`). */
@@ -524,7 +570,8 @@ sa3_problem head_group(const sa3_problem &p, int64_t h0, int64_t n, int64_t rati
 } // namespace
 
 int attention_smem_bytes(int64_t head_dim) {
-    return padded_head_dim(head_dim) == 64 ? Smem<64, 4>::alloc : Smem<128, 3>::alloc;
+    /* the largest layout a call of this head dim may take */
+    return padded_head_dim(head_dim) == 64 ? Smem<64, 4, 3>::alloc : Smem<128, 3, 3>::alloc;
 }
 
 sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const sa3_launch_ctx *ctx, char *err,
@@ -541,8 +588,9 @@ sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const 
         const Workspace w = workspace_layout(ctx->workspace, g.batch, g.heads_kv, g.seq_k, g.head_dim);
         sa3_status s = quant_launch(&g, &w, opt->smooth_k, stream, err, err_len);
         if (s != SA3_OK) return s;
-        s = p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(&g, &w, stream, err, err_len)
-                                       : launch_t<__half>(&g, &w, stream, err, err_len);
+        const int sms = ctx->device.sm_count;
+        s = p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(&g, &w, sms, stream, err, err_len)
+                                       : launch_t<__half>(&g, &w, sms, stream, err, err_len);
         if (s != SA3_OK) return s;
     }
     return SA3_OK;

@@ -16,7 +16,6 @@
 namespace sa3h {
 
 constexpr int kBlockN = 128;    /* keys per KV tile (and per K scale) */
-constexpr int kBlockM = 128;    /* query rows per CTA: two consumer warpgroups of 64 */
 constexpr int kStatChunkMax = 4096; /* tokens per partial-statistics block of the pre-pass, at most */
 constexpr int kStatCtas = 528;      /* enough stats CTAs to keep the memory system busy (4 per SM) */
 
