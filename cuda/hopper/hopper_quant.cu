@@ -261,24 +261,27 @@ struct QuantSmem {
     __align__(16) uint8_t v8[kBlockN][DP];
 };
 
-/* grid (B*Hkv, nblk, 2): z = 0 quantizes a block of K, z = 1 the same block of V (separate
- * CTAs: more loads in flight than one CTA doing both in turn). 4 CTAs per SM (64 registers):
- * each CTA is a short dependent chain (load and combine, reduce, store), so the number of
- * resident CTAs, not the bytes in flight, sets the pace. */
+/* grid (B*Hkv, 2, nblk): y = 0 quantizes a block of K, y = 1 the same block of V (separate
+ * CTAs: more loads in flight than one CTA doing both in turn). Blocks go last first: the stats
+ * kernel's last chunks are what the L2 still holds when this kernel starts (CTAs are dispatched
+ * in grid order, x fastest). 4 CTAs per SM (64 registers): each CTA is a short dependent chain
+ * (load and combine, reduce, store), so the number of resident CTAs, not the bytes in flight,
+ * sets the pace. */
 template <int DP, typename T>
 __global__ void __launch_bounds__(kThreads, 4) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
     __shared__ QuantSmem<DP> sm;
     const int64_t bh = blockIdx.x;
-    const bool is_v = blockIdx.z == 1;
+    const bool is_v = blockIdx.y == 1;
+    const int64_t blk = w.nblk - 1 - blockIdx.z;
     Block<DP> blkr;
     grid_dep_launch_dependents(); /* the attention kernel's CTAs may start during our tail */
-    load_head_block<DP, T>(p, bh, is_v, blockIdx.y, blkr); /* in flight during the combine */
+    load_head_block<DP, T>(p, bh, is_v, blk, blkr); /* in flight during the combine */
     grid_dep_wait();                                       /* the stats kernel's results */
-    combine_stats<DP>(p, w, bh, is_v, smooth_k, blockIdx.y == 0, sm.part, sm.col);
+    combine_stats<DP>(p, w, bh, is_v, smooth_k, blk == 0, sm.part, sm.col);
     if (is_v) {
-        quant_v_block<DP, T>(blkr, w, bh, blockIdx.y, sm.col, sm.v8);
+        quant_v_block<DP, T>(blkr, w, bh, blk, sm.col, sm.v8);
     } else {
-        quant_k_block<DP, T>(blkr, p, w, bh, blockIdx.y, sm.col, sm.red);
+        quant_k_block<DP, T>(blkr, p, w, bh, blk, sm.col, sm.red);
     }
 }
 
@@ -288,7 +291,7 @@ sa3_status quant_typed(const sa3_problem *p, const Workspace *w, int smooth_k, c
     const dim3 grid_stats((unsigned)(p->batch * p->heads_kv), (unsigned)w->nchunks);
     stats_kernel<DP, T><<<grid_stats, kThreads, 0, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("hopper stats launch");
-    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)w->nblk, 2u);
+    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), 2u, (unsigned)w->nblk);
     SA3_CUDA_TRY(launch_overlapping(quant_kernel<DP, T>, grid_quant, dim3(kThreads), 0, stream, *p, *w, smooth_k),
                  "hopper quant launch");
     return SA3_OK;
