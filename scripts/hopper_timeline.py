@@ -25,7 +25,7 @@ from checkout_build import REPO, build_inplace, copy_worktree
 
 KERNEL = Path("cuda/hopper/hopper_attn.cu")
 STAMPS = ("start", "barriers", "q_ready", "first_qk", "loop_end", "epilogue_end", "smid", "producer_done",
-          "gtimer_start", "gtimer_end", "ntiles", "cw1_loop_end", "cw1_epilogue_end", "regs", "q_landed")
+          "gtimer_start", "gtimer_end", "ntiles", "cw1_loop_end", "cw1_epilogue_end", "regs", "q_landed", "rows")
 
 # (anchor, replacement): each anchor must occur exactly once in the kernel source.
 EDITS = [
@@ -33,7 +33,7 @@ EDITS = [
      "namespace sa3h {\nnamespace {\n__shared__ uint32_t tl_q_landed;\n"),
     ("    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));\n",
      "    amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, 1));\n"
-     "    if (tid == 0 && q0 % 128 == 0) tl_q_landed = (uint32_t)clock64();\n"),
+     "    if (tid == 0 && (threadIdx.x >> 7) == 1) tl_q_landed = (uint32_t)clock64();\n"),
     ("    using L = Smem<DP, NS, NC>;\n    extern __shared__",
      "    using L = Smem<DP, NS, NC>;\n    __shared__ uint32_t tl_sm[4];\n    const uint32_t tl_c0 = (uint32_t)clock64();\n"
      "    uint64_t tl_g0;\n    asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(tl_g0));\n    extern __shared__"),
@@ -62,9 +62,9 @@ EDITS = [
      "        uint64_t g1;\n        asm volatile(\"mov.u64 %0, %%globaltimer;\" : \"=l\"(g1));\n"
      "        uint32_t smid;\n        asm volatile(\"mov.u32 %0, %%smid;\" : \"=r\"(smid));\n"
      "        uint32_t *tl = reinterpret_cast<uint32_t *>(p.lse + b * p.lse_stride_b + hq * p.lse_stride_h) + q0;\n"
-     "        const uint32_t v[15] = {tl_c0, tl_sync, tl_q, tl_s0, tl_loop, tl_epi, smid, tl_sm[0], (uint32_t)tl_g0,\n"
-     "                                (uint32_t)g1, (uint32_t)ntiles, tl_sm[1], tl_sm[2], tl_regs, tl_q_landed};\n"
-     "        for (int i = 0; i < 15; ++i) tl[i] = v[i];\n"
+     "        const uint32_t v[16] = {tl_c0, tl_sync, tl_q, tl_s0, tl_loop, tl_epi, smid, tl_sm[0], (uint32_t)tl_g0,\n"
+     "                                (uint32_t)g1, (uint32_t)ntiles, tl_sm[1], tl_sm[2], tl_regs, tl_q_landed, (uint32_t)BM};\n"
+     "        for (int i = 0; i < 16; ++i) tl[i] = v[i];\n"
      "    }\n}\n"),
 ]
 
@@ -91,6 +91,19 @@ SHAPES = {"flux": (1, 24, 4608, False), "batch": (4, 40, 4096, False), "16k": (1
           "16k-causal": (1, 40, 16384, True), "s1k": (1, 24, 1024, False), "one-tile": (1, 132, 128, False)}
 
 
+def parse_stamps(torch, raw):
+    """raw: the instrumented call's LSE as int32, (B*H, S). Each CTA's consumer 0 wrote its stamps
+    over the LSE rows from the CTA's first row on; the last stamp is the CTA's row count (128 or
+    192: two or three consumers), and CTA 0 starts at row 0. Returns {stamp: int64 values, one per
+    CTA}."""
+    rows = int(raw[0, len(STAMPS) - 1])
+    if rows not in (128, 192):
+        raise SystemExit(f"hopper_timeline: no stamps in the LSE output (rows per CTA read as {rows})")
+    starts = torch.arange(0, raw.shape[1], rows, device=raw.device)
+    st = raw[:, starts[:, None] + torch.arange(len(STAMPS), device=raw.device)]
+    return dict(zip(STAMPS, (st.reshape(-1, len(STAMPS)).cpu().long() & 0xffffffff).T))
+
+
 def run(build_dir: Path, names) -> None:
     sys.path.insert(0, str(build_dir))
     import torch
@@ -102,8 +115,7 @@ def run(build_dir: Path, names) -> None:
         for _ in range(4):
             _, lse = sageattn3.sageattn(q, k, v, kernel="hopper", return_lse=True, is_causal=causal)
         torch.cuda.synchronize()
-        st = lse.view(torch.int32).reshape(b * h, s // 128, 128)[:, :, :len(STAMPS)]
-        st = dict(zip(STAMPS, (st.reshape(-1, len(STAMPS)).cpu().long() & 0xffffffff).T))
+        st = parse_stamps(torch, lse.view(torch.int32).reshape(b * h, s))
 
         def cycles(a, z):  # stamps are the clock's low 32 bits
             return ((st[z] - st[a]) & 0xffffffff).double()

@@ -24,7 +24,30 @@ def test_edits_apply_once_each():
     src = (ROOT / tl.KERNEL).read_text()
     out = _instrumented()
     assert out != src and out.count("clock64()") == src.count("clock64()") + 9
-    assert "for (int i = 0; i < 15; ++i) tl[i] = v[i];" in out and len(tl.STAMPS) == 15
+    assert "for (int i = 0; i < 16; ++i) tl[i] = v[i];" in out and len(tl.STAMPS) == 16
+
+
+@pytest.mark.parametrize("rows", [128, 192])
+def test_stamps_are_read_at_each_ctas_first_row(rows):
+    """Two-consumer CTAs cover 128 rows, three-consumer ones 192: the parser takes the row count
+    from CTA 0's last stamp and reads every CTA's stamps from its first row."""
+    torch = pytest.importorskip("torch")
+    heads, s, n = 2, 4 * rows, len(tl.STAMPS)
+    raw = torch.full((heads, s), -1, dtype=torch.int32)
+    for h in range(heads):
+        for c in range(4):
+            raw[h, c * rows:c * rows + n] = torch.arange(n, dtype=torch.int32) + 100 * (4 * h + c)
+            raw[h, c * rows + n - 1] = rows
+    st = tl.parse_stamps(torch, raw)
+    assert st["start"].tolist() == [100 * i for i in range(8)]
+    assert st["smid"].tolist() == [100 * i + tl.STAMPS.index("smid") for i in range(8)]
+    assert st["rows"].tolist() == [rows] * 8
+
+
+def test_no_stamps_fails_loudly():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(SystemExit, match="no stamps"):
+        tl.parse_stamps(torch, torch.zeros((1, 256), dtype=torch.int32))
 
 
 def test_a_missing_anchor_fails_loudly():
