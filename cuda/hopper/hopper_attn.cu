@@ -354,6 +354,12 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     fence_regs(s);
     if (lane == 0) mbar_arrive(&empty_k[0]);
 
+    /* Both forms: O = O alpha + the P.V product just waited for. */
+    auto fold_o = [&](const float (&a)[2]) {
+#pragma unroll
+        for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? a[1] : a[0], ot[i]);
+    };
+
     /* Serial form, one tile. MORE: the next tile's QK^T is issued behind this tile's P.V; the two
      * cases are separate instances so every wgmma wait is unconditional (ptxas otherwise serializes). */
     auto step = [&](int j, auto more_tag) {
@@ -388,8 +394,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         }
         fence_regs(ot);
         if (lane == 0) mbar_arrive(&empty_v[st]);
-#pragma unroll
-        for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? alpha[1] : alpha[0], ot[i]);
+        fold_o(alpha);
         if constexpr (MORE) {
             if constexpr (kLateQK) {
                 mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
@@ -413,10 +418,6 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
             softmax_values<false, CAUSAL>(s, qs0 * ksj, qs1 * ksj, m, l, a_next, f, key0, row0, row1, p.seq_k, t);
         }
     };
-    auto update_o = [&]() {
-#pragma unroll
-        for (int i = 0; i < DP / 2; ++i) o[i] = fmaf(o[i], (i & 2) ? a_pend[1] : a_pend[0], ot[i]);
-    };
     /* One tile j: the next tile's QK^T is issued ahead of this tile's P.V, and the next tile's
      * softmax runs while the P.V does; P is packed only once the P.V is done (P's registers are
      * its operand). MORE as in the serial form. */
@@ -434,7 +435,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
             wgmma_wait<0>();
             fence_regs(ot);
             if (lane == 0) mbar_arrive(&empty_v[st]);
-            update_o();
+            fold_o(a_pend);
             return;
         }
         wgmma_wait<1>(); /* the QK^T; the P.V may still run */
@@ -445,7 +446,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         wgmma_wait<0>(); /* the P.V */
         fence_regs(ot);
         if (lane == 0) mbar_arrive(&empty_v[st]);
-        update_o();
+        fold_o(a_pend);
         pack_p(f, pa);
         a_pend[0] = a_next[0];
         a_pend[1] = a_next[1];
@@ -520,8 +521,8 @@ sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t s
     return SA3_OK;
 }
 
-/* Relative time per query row of the three-consumer D = 128 loop (serial, 160 registers) to the
- * two-consumer one (overlapped, 240): measured 0.96 at Wan 832x480 (NOTES.md, v12). */
+/* Time per query row of the three-consumer D = 128 loop (serial, 160 registers) relative to the
+ * two-consumer one (overlapped, 240); NOTES.md, v12, has the measurement behind it. */
 constexpr double kRowCost3 = 0.96;
 
 /* 3 or 2 consumers for a non-causal D = 128 pass: the one whose whole waves of CTAs (1 per SM)
@@ -530,10 +531,11 @@ constexpr double kRowCost3 = 0.96;
  * Causal D = 128 keeps 2: its masked loop spills at 160 registers. */
 int consumers_d128(const sa3_problem *p, int sm_count) {
     if (p->is_causal || sm_count <= 0) return 2;
+    constexpr int64_t bm2 = Roles<2>::kBlockM, bm3 = Roles<3>::kBlockM;
     const int64_t heads = p->batch * p->heads_q;
-    const int64_t waves2 = (heads * ((p->seq_q + 127) / 128) + sm_count - 1) / sm_count;
-    const int64_t waves3 = (heads * ((p->seq_q + 191) / 192) + sm_count - 1) / sm_count;
-    return (double)waves3 * 192.0 * kRowCost3 < 0.99 * (double)waves2 * 128.0 ? 3 : 2;
+    const int64_t waves2 = (heads * ((p->seq_q + bm2 - 1) / bm2) + sm_count - 1) / sm_count;
+    const int64_t waves3 = (heads * ((p->seq_q + bm3 - 1) / bm3) + sm_count - 1) / sm_count;
+    return (double)(waves3 * bm3) * kRowCost3 < 0.99 * (double)(waves2 * bm2) ? 3 : 2;
 }
 
 template <int DP, typename T>
