@@ -8,7 +8,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from gpu_helpers import make_qkv, run_hopper, run_mma  # noqa: E402
+from gpu_helpers import make_qkv, run_hopper, run_mma, three_consumer_query_heads  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
 arch = _C.device_info(0)["sm_arch"]
@@ -24,9 +24,8 @@ cases = [  # b, hq, hkv, sq, sk, d, causal, layout
     (1, 2, 1, 300, 777, 64, True, "HND"),
     (1, 1, 1, 150, 600, 256, False, "NHD"),
 ]
-# hopper at D = 128 takes three consumer warpgroups where their waves are shorter
-# (consumers_d128): half as many query heads as SMs, 377 rows, makes it take them on any GPU
-_h = max(2, _C.device_info(0)["sm_count"] // 2 // 2 * 2)
+# one that takes hopper's three-consumer D = 128 CTAs on this GPU
+_h = three_consumer_query_heads()
 cases.append((1, _h, _h // 2, 377, 300, 128, False, "HND"))
 only = os.environ.get("SANITIZE_FAMILIES")
 bad = 0

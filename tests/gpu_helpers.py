@@ -161,6 +161,14 @@ def lse64(qh, kh, *, causal=False, scale=None):
     return torch.stack(outs, dim=1)
 
 
+def three_consumer_query_heads():
+    """Query heads (even, for GQA 2:1) with which a non-causal D = 128 hopper call of 377 rows takes
+    the three-consumer CTAs (consumers_d128 in cuda/hopper/hopper_attn.cu) on this GPU: half as
+    many as SMs, so 128-row CTAs (3 per head) need two waves and 192-row ones (2 per head) one."""
+    sm = _C.device_info(torch.cuda.current_device())["sm_count"]
+    return max(2, sm // 2 // 2 * 2)
+
+
 def run_hopper(q, k, v, *, layout="HND", heads=None, causal=False, scale=None):
     """Call the hopper family directly (no dispatch policy), output and workspace poisoned first."""
     return _dispatch.run_family("hopper", q, k, v, layout=layout, heads=heads, causal=causal, scale=scale,

@@ -19,7 +19,7 @@ from sageattn3._ext import _C  # noqa: E402
 
 from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, check_f64,  # noqa: E402
                          lse64, make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, ring_of_calls,
-                         run_hopper, to_hnd)
+                         run_hopper, three_consumer_query_heads, to_hnd)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "hopper" in _C.device_info(torch.cuda.current_device()).get("families", []))
@@ -94,8 +94,7 @@ def test_d128_three_consumer_ctas_where_their_waves_are_shorter():
     three-consumer instance serves this call on any GPU. GQA 2:1 and a ragged last key tile;
     checked against float64, on two heads against the CPU reference, and its LSE."""
     from sageattn3 import _lse
-    sm = _C.device_info(torch.cuda.current_device())["sm_count"]
-    hq = max(2, sm // 2 // 2 * 2)
+    hq = three_consumer_query_heads()
     hkv, sq, sk = hq // 2, 377, 1000
     q, k, v = make_qkv(1, hq, hkv, sq, sk, 128)
     out = run_hopper(q, k, v)
