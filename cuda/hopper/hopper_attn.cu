@@ -60,18 +60,6 @@ struct Smem {
     static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
 };
 
-/* Four floats to four e4m3 bytes, a in the lowest byte (cvt puts its first source high). */
-__device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d) {
-    uint32_t r;
-    asm("{\n.reg .b16 lo, hi;\n"
-        "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n"
-        "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n"
-        "mov.b32 %0, {lo, hi};\n}\n"
-        : "=r"(r)
-        : "f"(a), "f"(b), "f"(c), "f"(d));
-    return r;
-}
-
 /* Q rows [q0, q0+64) of (b, hq) -> INT8 rows in shared memory, one scale per row; 2 threads a
  * row. Also writes per row scale_q * sm_scale * log2(e) and sm_scale * q.mean(K) (the LSE term
  * that K smoothing removed), and stages the head's V scales in `vs` for the epilogue. Rows past Sq

@@ -13,7 +13,6 @@
  * passes; together they read K and V twice, a fraction of a percent of a long call. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-#include <cuda_fp8.h>
 #include <float.h>
 
 #include "hopper_launch.cuh"
@@ -154,37 +153,49 @@ __device__ __forceinline__ void transpose4x4(uint32_t a, uint32_t b, uint32_t c,
     t[3] = __byte_perm(x1, y1, 0x7632);
 }
 
+/* Word (4 channels) g of key row `key` in the e4m3 staging rows of a V block: XOR-swizzled by
+ * the key's 16-key chunk, so that the transpose's reads below (a warp: 8 chunks x 4 groups) hit
+ * distinct banks at D = 128 (at D = 64 two keys share a bank row: 2-way, as before). The XOR
+ * keeps words 2c, 2c+1 adjacent, so a row's 8-byte pieces stay 8-byte stores. */
+template <int DP>
+__device__ __forceinline__ int v8_word(int key, int g) {
+    constexpr int kChunkMask = DP == 128 ? 7 : 3;
+    return g ^ (((key >> 4) & kChunkMask) << 2);
+}
+
 /* One 128-key block of V: the FP8 V^T tile. Rows go to shared memory as e4m3 in key-major
- * order (8-byte stores), then each thread reads 4 channels of 16 keys as words (a warp reads
- * whole rows: no bank conflicts) and transposes them in registers into 4 output chunks. */
+ * order (8-byte stores, converted in pairs), then each thread reads 4 channels of 16 keys as
+ * words and transposes them in registers into 4 output chunks. A warp's tasks are 8 key chunks
+ * x 4 channel groups, so each of its 16-byte stores covers whole 128-byte rows of the tile
+ * (full L2 sectors; one group per lane left each line to 8 warps in 16-byte pieces). */
 template <int DP, typename T>
 __device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Workspace &w, int64_t bh, int64_t blk,
                                               const float *s_vinv, uint8_t (*s_v8)[DP]) {
     constexpr int CPR = Block<DP>::CPR, PER = Block<DP>::PER;
+    constexpr int kChunks = kBlockN / 16; /* 16-byte chunks per V^T row */
     const int tid = threadIdx.x, c = tid % CPR;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int r = (tid + i * kThreads) / CPR;
-        uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            /* cvt.rn.satfinite: RNE, clamp to +-448; padding is 0 and stays 0 */
-            __nv_fp8_e4m3 q(elem<T>(blkr.raw[i], e) * s_vinv[c * 8 + e]);
-            packed[e / 4] |= (uint32_t)(*reinterpret_cast<uint8_t *>(&q)) << (8 * (e % 4));
-        }
-        *reinterpret_cast<uint2 *>(&s_v8[r][c * 8]) = make_uint2(packed[0], packed[1]);
+        const float *sv = s_vinv + c * 8;
+        /* cvt.rn.satfinite: RNE, clamp to +-448; padding is 0 and stays 0 */
+        const uint32_t lo = pack_e4m3(elem<T>(blkr.raw[i], 0) * sv[0], elem<T>(blkr.raw[i], 1) * sv[1],
+                                      elem<T>(blkr.raw[i], 2) * sv[2], elem<T>(blkr.raw[i], 3) * sv[3]);
+        const uint32_t hi = pack_e4m3(elem<T>(blkr.raw[i], 4) * sv[4], elem<T>(blkr.raw[i], 5) * sv[5],
+                                      elem<T>(blkr.raw[i], 6) * sv[6], elem<T>(blkr.raw[i], 7) * sv[7]);
+        *reinterpret_cast<uint2 *>(&s_v8[r][4 * v8_word<DP>(r, 2 * c)]) = make_uint2(lo, hi);
     }
     __syncthreads();
-    /* Task (channel group g of 4, position chunk pc of 16): DP/4 * 8 tasks. */
+    /* Task (channel group g of 4, position chunk pc of 16): DP/4 * 8 tasks, pc fastest. */
     uint8_t *vtile = w.vq + (bh * w.nblk + blk) * (int64_t)(kBlockN * DP);
-    for (int task = tid; task < (DP / 4) * (kBlockN / 16); task += kThreads) {
-        const int g = task % (DP / 4), pc = task / (DP / 4);
+    for (int task = tid; task < (DP / 4) * kChunks; task += kThreads) {
+        const int pc = task % kChunks, g = task / kChunks;
         uint32_t word[16];
 #pragma unroll
         for (int i = 0; i < 16; ++i) {
             const int pos = pc * 16 + i;
             const int key = (pos & ~31) + v_key_of_pos(pos & 31);
-            word[i] = *reinterpret_cast<const uint32_t *>(&s_v8[key][g * 4]);
+            word[i] = *reinterpret_cast<const uint32_t *>(&s_v8[key][4 * v8_word<DP>(key, g)]);
         }
         uint32_t out[4][4]; /* out[j] = the 16 bytes of channel 4g+j */
 #pragma unroll

@@ -43,8 +43,10 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     const int64_t bh = batch * heads_kv;
     w.dp = padded_head_dim(head_dim);
     w.nblk = (seq_k + kBlockN - 1) / kBlockN;
-    /* Short sequences get short chunks, so the statistics pass still has kStatCtas CTAs. */
-    const int64_t per_head = bh >= kStatCtas ? 1 : (kStatCtas + bh - 1) / bh;
+    /* Short sequences get short chunks, so the statistics pass fills the GPU, in one round of
+     * at most kStatCtas resident CTAs: rounding the chunk count per head up (v2) made 640 CTAs
+     * at 160 heads, whose last 112 then ran alone (NOTES.md, v14). */
+    const int64_t per_head = bh >= kStatCtas ? 1 : kStatCtas / bh;
     int64_t chunk = ((seq_k + per_head - 1) / per_head + kBlockN - 1) / kBlockN * kBlockN;
     w.chunk = chunk < kBlockN ? kBlockN : (chunk > kStatChunkMax ? kStatChunkMax : chunk);
     w.nchunks = (seq_k + w.chunk - 1) / w.chunk;
