@@ -413,17 +413,21 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
                                      &layout_o, &gran_o, &lse_o)) {
         return NULL;
     }
-    /* granularity: "block" (q_block/k_block rows per scale) or "mma" (the mma kernel's
-     * per-thread groups; q_block/k_block are then ignored for the INT8 scales) */
+    /* granularity: "block" (q_block/k_block rows per scale), "mma" (the mma kernel's
+     * per-thread groups; q_block/k_block are then ignored for the INT8 scales) or "quad"
+     * (Q per q_block rows; K per k_block block in 4 groups by key % 8 / 2, the wgmma lanes) */
     if (gran_o != NULL && (gran_s = parse_str(gran_o, "reference_attention", "granularity")) == NULL) {
         return NULL;
     }
     if (strcmp(gran_s, "block") == 0) {
-        p.mma_groups = 0;
+        p.groups = SA3_REF_GROUPS_BLOCK;
     } else if (strcmp(gran_s, "mma") == 0) {
-        p.mma_groups = 1;
+        p.groups = SA3_REF_GROUPS_MMA;
+    } else if (strcmp(gran_s, "quad") == 0) {
+        p.groups = SA3_REF_GROUPS_QUAD;
     } else {
-        PyErr_Format(PyExc_ValueError, "reference_attention(): granularity must be 'block' or 'mma', got '%s'", gran_s);
+        PyErr_Format(PyExc_ValueError,
+                     "reference_attention(): granularity must be 'block', 'mma' or 'quad', got '%s'", gran_s);
         return NULL;
     }
     if ((mode_o != NULL && (mode_s = parse_str(mode_o, "reference_attention", "mode")) == NULL) ||

@@ -14,7 +14,7 @@
  * 2. INT8 K: blocks of k_block consecutive tokens (the last may be partial):
  *    amax = max |Ks| over the block's rows x all D; inv = amax >= FLT_MIN ? 127/amax : 0;
  *    scale_k = amax / 127; Kq = clamp(rint(Ks * inv), -127, 127) (sa3_quant_int8).
- *    With mma_groups the rows sharing a scale follow the mma kernel's accumulator layout
+ *    With groups MMA or QUAD the rows sharing a scale follow a kernel's accumulator layout
  *    instead (sa3_reference.h); the formulas are the same.
  * 3. Q: with per_block_mean, per block of q_block rows qm[d] = mean of the block's rows
  *    (fp32, row order), Qs = Q - qm; else Qs = Q. INT8 Q is quantized like K, with
@@ -194,13 +194,14 @@ static void subtract_chunked_mean(const float *x, int64_t rows, int64_t D, float
  * INT8 per-block quantization (Q and K)
  * ------------------------------------------------------------------------------------- */
 
-/* Which scale row r of a tensor uses (see sa3_ref_params.mma_groups). */
-typedef enum ref_groups { GROUPS_BLOCK = 0, GROUPS_MMA_Q = 1, GROUPS_MMA_K = 2 } ref_groups;
+/* Which scale row r of a tensor uses (see sa3_ref_params.groups). */
+typedef enum ref_groups { GROUPS_BLOCK = 0, GROUPS_MMA_Q = 1, GROUPS_MMA_K = 2, GROUPS_QUAD_K = 3 } ref_groups;
 
 static int64_t group_of(ref_groups kind, int64_t r, int64_t block) {
     switch (kind) {
     case GROUPS_MMA_Q: return (r / 16) * 8 + r % 8;
     case GROUPS_MMA_K: return (r / 64) * 4 + (r % 8) / 2;
+    case GROUPS_QUAD_K: return (r / block) * 4 + (r % block % 8) / 2;
     default: return r / block;
     }
 }
@@ -209,7 +210,20 @@ static int64_t group_count(ref_groups kind, int64_t rows, int64_t block) {
     switch (kind) {
     case GROUPS_MMA_Q: return ceil_div(rows, 16) * 8;
     case GROUPS_MMA_K: return ceil_div(rows, 64) * 4;
+    case GROUPS_QUAD_K: return ceil_div(rows, block) * 4;
     default: return ceil_div(rows, block);
+    }
+}
+
+static ref_groups q_groups(const sa3_ref_params *p) {
+    return p->groups == SA3_REF_GROUPS_MMA ? GROUPS_MMA_Q : GROUPS_BLOCK;
+}
+
+static ref_groups k_groups(const sa3_ref_params *p) {
+    switch (p->groups) {
+    case SA3_REF_GROUPS_MMA: return GROUPS_MMA_K;
+    case SA3_REF_GROUPS_QUAD: return GROUPS_QUAD_K;
+    default: return GROUPS_BLOCK;
     }
 }
 
@@ -408,8 +422,8 @@ static void ws_free(ref_ws *w) {
 static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
     sa3_status st = SA3_OK;
     int64_t D = p->head_dim, Sq = p->seq_q, Sk = p->seq_k;
-    int64_t nkb = group_count(p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, Sk, p->k_block);
-    int64_t nqb = group_count(p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, Sq, p->q_block);
+    int64_t nkb = group_count(k_groups(p), Sk, p->k_block);
+    int64_t nqb = group_count(q_groups(p), Sq, p->q_block);
     int64_t ngd = ceil_div(D, NVFP4_GROUP), ngt = ceil_div(Sk, NVFP4_GROUP);
     int64_t skd, sqd, skg, sqg, tgd, qmd;
     int int8 = p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16 || p->mode == SA3_REF_INT8_FP8_F16ACC;
@@ -479,7 +493,7 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
     case SA3_REF_EXACT:
         break;
     case SA3_REF_INT8_FP16:
-        quantize_int8_groups(w->ks, Sk, D, p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, p->k_block, w->kq,
+        quantize_int8_groups(w->ks, Sk, D, k_groups(p), p->k_block, w->kq,
                              w->kscale, w->gmax);
         for (i = 0; i < n; ++i) {
             w->vq[i] = p->pv_dtype == SA3_DTYPE_F16 ? sa3_round_f16(v[i]) : sa3_round_bf16(v[i]);
@@ -489,7 +503,7 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
     case SA3_REF_INT8_FP8_F16ACC: {
         float *vamax = w->scratch;
         const float vtarget = p->mode == SA3_REF_INT8_FP8 ? SA3_E4M3_MAX : SA3_PV_F16ACC_V_MAX;
-        quantize_int8_groups(w->ks, Sk, D, p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, p->k_block, w->kq,
+        quantize_int8_groups(w->ks, Sk, D, k_groups(p), p->k_block, w->kq,
                              w->kscale, w->gmax);
         for (d = 0; d < D; ++d) {
             vamax[d] = 0.0f;
@@ -531,7 +545,7 @@ static void prepare_q(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const floa
         memcpy(w->qs, q, (size_t)(Sq * D) * sizeof(float));
     }
     if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP16 || p->mode == SA3_REF_INT8_FP8_F16ACC) {
-        quantize_int8_groups(w->qs, Sq, D, p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, p->q_block, w->qq,
+        quantize_int8_groups(w->qs, Sq, D, q_groups(p), p->q_block, w->qq,
                              w->qscale, w->gmax);
     } else if (p->mode == SA3_REF_NVFP4) {
         c->q_glob = nvfp4_global(w->qs, Sq * D);
@@ -565,9 +579,9 @@ static float score(const sa3_ref_params *p, const ref_ws *w, const row_ctx *c, c
         for (d = 0; d < D; ++d) {
             acc += (int64_t)qi[d] * (int64_t)kj[d];
         }
-        s = (float)acc * ((w->qscale[group_of(p->mma_groups ? GROUPS_MMA_Q : GROUPS_BLOCK, i, p->q_block)] *
+        s = (float)acc * ((w->qscale[group_of(q_groups(p), i, p->q_block)] *
                            c->scale_log2) *
-                          w->kscale[group_of(p->mma_groups ? GROUPS_MMA_K : GROUPS_BLOCK, j, p->k_block)]);
+                          w->kscale[group_of(k_groups(p), j, p->k_block)]);
         break;
     }
     case SA3_REF_NVFP4:

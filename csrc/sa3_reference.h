@@ -19,6 +19,12 @@ typedef enum sa3_ref_mode {
                                    accumulated in fp16 per 32-key step (sa3_reference.c, step 6) */
 } sa3_ref_mode;
 
+typedef enum sa3_ref_groups {
+    SA3_REF_GROUPS_BLOCK = 0,
+    SA3_REF_GROUPS_MMA = 1,
+    SA3_REF_GROUPS_QUAD = 2
+} sa3_ref_groups;
+
 typedef struct sa3_ref_params {
     /* Contiguous float32 (B, H, S, D) buffers (the binding converts layouts). */
     const float *q; /* (B, Hq, Sq, D)  */
@@ -34,11 +40,14 @@ typedef struct sa3_ref_params {
     int64_t q_block;    /* rows of Q sharing one scale (INT8 modes) */
     int64_t k_block;    /* rows of K sharing one scale, and the KV block order */
     sa3_dtype pv_dtype; /* INT8_FP16: SA3_DTYPE_F16 or SA3_DTYPE_BF16 rounding of P and V */
-    /* INT8 scale groups. 0: q_block / k_block consecutive rows share a scale. 1: the mma
-     * kernel's "per-thread" groups, which follow its accumulator layout: query rows i and
-     * i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j shares one with
-     * the 16 keys of its 64-key block having the same (j%8)/2 (group (j/64)*4 + (j%8)/2). */
-    int mma_groups;
+    /* INT8 scale groups (sa3_ref_groups). BLOCK: q_block / k_block consecutive rows share a
+     * scale. MMA: the mma kernel's "per-thread" groups, which follow its accumulator layout:
+     * query rows i and i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j
+     * shares one with the 16 keys of its 64-key block having the same (j%8)/2 (group
+     * (j/64)*4 + (j%8)/2). QUAD: Q as BLOCK; K per k_block-key block in 4 groups by
+     * (j % 8) / 2, the lane of the accumulator quad that holds key j's scores (group
+     * (j/k_block)*4 + (j%k_block%8)/2), so each thread of a wgmma kernel sees one K scale. */
+    sa3_ref_groups groups;
     /* Optional (B, Hq, Sq) contiguous fp32 output, NULL when not wanted: the natural-log
      * log-sum-exp of each row's scores sm_scale * q.k over its visible keys, as the scores
      * of this mode compute them (quantized, K smoothed), with sm_scale * q.mean(K) added back

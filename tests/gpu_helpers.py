@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sageattn3 import _dispatch, _limits
+from sageattn3 import _check, _dispatch, _limits
 from sageattn3._ext import _C
 
 # SAGEATTN3_CONSUMER_LIMITS / pytest --consumer-limits (sageattn3/_limits.py): the devices report
@@ -176,12 +176,13 @@ def run_hopper(q, k, v, *, layout="HND", heads=None, causal=False, scale=None):
 
 
 def reference_hopper(q, k, v, *, causal, scale=None):
-    """The C CPU reference in the hopper kernel's quantization: INT8 Q per row, INT8 K per
-    128-key block after smoothing, e4m3 V per channel and e4m3 P (HND tensors, small shapes)."""
+    """The C CPU reference in the hopper kernel's quantization (_check.FAMILY_NUMERICS): INT8 Q
+    per row, INT8 K in 4 lane groups per 128-key block after smoothing, e4m3 V per channel and
+    e4m3 P (HND tensors, small shapes)."""
     arr = [t.float().cpu().numpy() for t in (q, k, v)]
     return torch.from_numpy(np.asarray(_C.reference_attention(
         *arr, mode="int8-fp8", is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
-        q_block=1, k_block=128, layout="HND", granularity="block")))
+        layout="HND", **_check.FAMILY_NUMERICS["hopper"]["ref"])))
 
 
 def _have_c_compiler() -> bool:

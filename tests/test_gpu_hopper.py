@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import sageattn3  # noqa: E402
-from sageattn3 import _dispatch, _policy  # noqa: E402
+from sageattn3 import _check, _dispatch, _policy  # noqa: E402
 from sageattn3._ext import _C  # noqa: E402
 
 from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, check_f64,  # noqa: E402
@@ -252,8 +252,8 @@ def test_lse_against_float64_and_the_reference(layout, sq, sk, d, causal, hq, hk
     import numpy as np
     arr = [t.float().cpu().numpy() for t in (qh, kh, vh)]
     _, ref_lse = _C.reference_attention(*arr, mode="int8-fp8", is_causal=causal, smooth_k=True,
-                                        per_block_mean=False, q_block=1, k_block=128, layout="HND",
-                                        granularity="block", return_lse=True)
+                                        per_block_mean=False, layout="HND", return_lse=True,
+                                        **_check.FAMILY_NUMERICS["hopper"]["ref"])
     tight = (lse.cpu().double() - torch.from_numpy(np.asarray(ref_lse)).double()).abs()
     assert float(tight.max()) < 2e-3, float(tight.max())
 

@@ -187,13 +187,15 @@ __device__ __forceinline__ void softmax_values(const uint32_t (&s)[64], float c0
             mx0 = max(mx0, max((int)s[4 * g], (int)s[4 * g + 1]));
             mx1 = max(mx1, max((int)s[4 * g + 2], (int)s[4 * g + 3]));
         }
-        mx0 = max(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = max(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = max(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = max(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        /* c > 0, so the max of the scaled scores is the scaled max of the integers. */
-        mn0 = fmaxf(m[0], __int2float_rn(mx0) * c0);
-        mn1 = fmaxf(m[1], __int2float_rn(mx1) * c1);
+        /* c >= 0, so the max of this thread's scaled scores is its scaled integer max; the lanes
+         * of a quad have different K scales, so they compare scaled values. */
+        float fx0 = __int2float_rn(mx0) * c0, fx1 = __int2float_rn(mx1) * c1;
+        fx0 = fmaxf(fx0, __shfl_xor_sync(0xffffffffu, fx0, 1));
+        fx0 = fmaxf(fx0, __shfl_xor_sync(0xffffffffu, fx0, 2));
+        fx1 = fmaxf(fx1, __shfl_xor_sync(0xffffffffu, fx1, 1));
+        fx1 = fmaxf(fx1, __shfl_xor_sync(0xffffffffu, fx1, 2));
+        mn0 = fmaxf(m[0], fx0);
+        mn1 = fmaxf(m[1], fx1);
         const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
 #pragma unroll
         for (int k = 0; k < 64; ++k)
@@ -311,7 +313,8 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     const float qs0 = row_scale[cw * 64 + r0], qs1 = row_scale[cw * 64 + r1];
     const int64_t row0 = q0 + r0, row1 = q0 + r1;
     const uint64_t dq = smem_desc(sq + cw * L::kQ, DP);
-    const float *kscale = w.kscale + bhk * w.nblk;
+    /* This thread's K scale of tile j is kscale[j * kKGroups + t], its quad lane's key group. */
+    const float *kscale = w.kscale + bhk * w.nblk * kKGroups;
 
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     float o[DP / 2];
@@ -337,7 +340,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     if (kPingPong && cw == NC - 1) named_barrier_arrive(kTurn, 256); /* consumer 0 issues first */
     mbar_wait(&full_k[0], 0);
     issue_qk<DP>(s, dq, smem_desc(sk, DP));
-    float ks = kscale[0];
+    float ks = kscale[t];
     wgmma_wait<0>();
     fence_regs(s);
     if (lane == 0) mbar_arrive(&empty_k[0]);
@@ -354,7 +357,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         constexpr bool MORE = decltype(more_tag)::value;
         const int st = j % NS;
         const uint32_t ph = (uint32_t)(j / NS) & 1u;
-        const float ks_next = MORE ? kscale[j + 1] : 0.f;
+        const float ks_next = MORE ? kscale[(j + 1) * kKGroups + t] : 0.f;
         const int64_t key0 = (int64_t)j * kBlockN;
         const bool mask = key0 + kBlockN > p.seq_k || (CAUSAL && key0 + kBlockN - 1 > q0);
         float alpha[2];
@@ -412,7 +415,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     auto step_overlap = [&](int j, auto more_tag) {
         constexpr bool MORE = decltype(more_tag)::value;
         const int st = j % NS, st1 = (j + 1) % NS;
-        const float ks_next = MORE ? kscale[j + 1] : 0.f;
+        const float ks_next = MORE ? kscale[(j + 1) * kKGroups + t] : 0.f;
         if constexpr (MORE) {
             mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));

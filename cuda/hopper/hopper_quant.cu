@@ -1,9 +1,10 @@
 /* hopper_quant.cu - the hopper family's pre-pass: K to INT8 and V to FP8 e4m3, written as the
  * attention kernel's shared-memory tiles (hopper_workspace.cuh).
  *
- * CPU reference: csrc/sa3_reference.c, mode int8-fp8 with q_block 1 and k_block 128 (block
- * granularity): K - mean(K) quantized with one scale per 128-key block, V with one scale per
- * channel (max|V| over all tokens / 448).
+ * CPU reference: csrc/sa3_reference.c, mode int8-fp8 with q_block 1 and k_block 128, granularity
+ * "quad": K - mean(K) quantized with 4 scales per 128-key block (keys by (j % 8) / 2, the quad
+ * lane that holds their scores in the attention kernel), V with one scale per channel (max|V|
+ * over all tokens / 448).
  *
  * Two launches, reading the caller's K/V in place (any (b, h, s) strides, unit d stride):
  *   1. stats: per chunk of tokens (Workspace::chunk), column sums of K and column max|V|.
@@ -100,16 +101,24 @@ __device__ __forceinline__ float elem(const uint4 &raw, int e) {
     return static_cast<float>(reinterpret_cast<const T *>(&raw)[e]);
 }
 
-/* One 128-key block of K: the INT8 tile of K - mean, one scale for the block. */
+/* Scale group of key row r of a block (kKGroups per block, hopper_workspace.cuh). */
+__device__ __forceinline__ int k_group_of_row(int r) { return (r & 7) >> 1; }
+
+/* One 128-key block of K: the INT8 tile of K - mean, one scale per key group. */
 template <int DP, typename T>
 __device__ __forceinline__ void quant_k_block(const Block<DP> &blkr, const sa3_problem &p, const Workspace &w,
                                               int64_t bh, int64_t blk, const float *s_mean, float *s_red) {
     constexpr int CPR = Block<DP>::CPR, PER = Block<DP>::PER;
+    /* A thread's rows are tid / CPR + i * RPP: with RPP a multiple of 8 they share one group,
+     * and so do the 16 threads of each half-warp (one row at D = 128, two at D = 64). */
+    static_assert(Block<DP>::RPP % 8 == 0 && 16 % CPR == 0, "rows of a half-warp share a K group");
+    constexpr int kSegs = kThreads / 16; /* half-warps */
     const int tid = threadIdx.x, c = tid % CPR;
+    const int group = k_group_of_row(tid / CPR);
     /* Padding rows (past Sk) and columns (past D) stay 0, not 0 - mean. */
     const float live_col = c * 8 < p.head_dim ? 1.f : 0.f;
     const int64_t live_rows = p.seq_k - blk * kBlockN;
-    /* Block amax over all rows and columns, then INT8 (same expressions as the reference). */
+    /* Group amax over its rows and all columns, then INT8 (same expressions as the reference). */
     float amax = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -118,14 +127,19 @@ __device__ __forceinline__ void quant_k_block(const Block<DP> &blkr, const sa3_p
         for (int e = 0; e < 8; ++e) amax = fmaxf(amax, live * fabsf(elem<T>(blkr.raw[i], e) - s_mean[c * 8 + e]));
     }
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    if ((tid & 31) == 0) s_red[tid / 32] = amax;
+    for (int o = 8; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if ((tid & 15) == 0) s_red[tid / 16] = amax;
     __syncthreads();
-    amax = s_red[0];
+    auto group_amax = [&](int g) {
+        float a = 0.f;
 #pragma unroll
-    for (int i = 1; i < kThreads / 32; ++i) amax = fmaxf(amax, s_red[i]);
+        for (int seg = 0; seg < kSegs; ++seg)
+            if (k_group_of_row(seg * 16 / CPR) == g) a = fmaxf(a, s_red[seg]);
+        return a;
+    };
+    amax = group_amax(group);
     const float inv = amax >= FLT_MIN ? 127.f / amax : 0.f;
-    if (tid == 0) w.kscale[bh * w.nblk + blk] = amax / 127.f;
+    if (tid < kKGroups) w.kscale[(bh * w.nblk + blk) * kKGroups + tid] = group_amax(tid) / 127.f;
     int8_t *ktile = w.kq + (bh * w.nblk + blk) * (int64_t)(kBlockN * DP);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -268,7 +282,7 @@ template <int DP>
 struct QuantSmem {
     float col[DP]; /* K: the mean; V: 448 / max|V| */
     float part[kThreads / DP][DP];
-    float red[kThreads / 32];
+    float red[kThreads / 16]; /* per half-warp: the K group amax */
     __align__(16) uint8_t v8[kBlockN][DP];
 };
 

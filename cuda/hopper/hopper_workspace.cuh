@@ -15,13 +15,17 @@
 
 namespace sa3h {
 
-constexpr int kBlockN = 128;    /* keys per KV tile (and per K scale) */
+constexpr int kBlockN = 128;    /* keys per KV tile */
+/* K scales per tile: key j of a tile takes scale (j % 8) / 2, the lane of the accumulator quad
+ * that holds its scores (wgmma's m64nNk32 layout: lane t of a quad has columns 8g + 2t, +1), so
+ * each consumer thread multiplies all its scores of a tile by one K scale. */
+constexpr int kKGroups = 4;
 constexpr int kStatChunkMax = 4096; /* tokens per partial-statistics block of the pre-pass, at most */
-constexpr int kStatCtas = 528;      /* enough stats CTAs to keep the memory system busy (4 per SM) */
+constexpr int kStatCtas = 528;      /* stats CTAs resident at once on 132 SMs (4 per SM) */
 
 struct Workspace {
     int8_t *kq;     /* [B*Hkv][nblk][128 keys][DP] INT8 of K - mean(K), swizzled rows        */
-    float *kscale;  /* [B*Hkv][nblk] amax / 127 of each 128-key block                        */
+    float *kscale;  /* [B*Hkv][nblk][kKGroups] amax / 127 of each key group of a 128-key block */
     uint8_t *vq;    /* [B*Hkv][nblk][DP][128 keys] e4m3 of V^T, keys permuted per 32, swizzled */
     float *vscale;  /* [B*Hkv][DP] max|V| / 448 per channel                                  */
     float *kmean;   /* [B*Hkv][DP] the mean subtracted from K (for the LSE)                  */
@@ -54,7 +58,7 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     char *b = (char *)base;
     w.kq = sa3_carve<int8_t>(b, &off, bh * w.nblk * kBlockN * w.dp);
     w.vq = sa3_carve<uint8_t>(b, &off, bh * w.nblk * kBlockN * w.dp);
-    w.kscale = sa3_carve<float>(b, &off, bh * w.nblk);
+    w.kscale = sa3_carve<float>(b, &off, bh * w.nblk * kKGroups);
     w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
     w.kmean = sa3_carve<float>(b, &off, bh * w.dp);
     w.ksum = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
