@@ -120,7 +120,7 @@ def _serve(prob, q, k, v, kernel: str, pv: str, lse=None):
         return None, "device", "tensors are on a device other than CPU/CUDA"
     if (q.requires_grad or k.requires_grad or v.requires_grad) and torch.is_grad_enabled():
         return None, "requires_grad", "sageattn3 has no backward kernel"
-    plan, ms = _policy.plan(prob.sm_arch, kernel, pv), _policy.min_scores(kernel, prob.sm_arch)
+    plan, ms = _policy.plan(prob.sm_arch, kernel, pv), _policy.min_scores(kernel, prob.sm_arch, prob.is_causal)
     r = prob.select(plan, ms) if lse is None else prob.select(plan, ms, lse)
     if r[0] is None:
         return None, r[1], r[2]

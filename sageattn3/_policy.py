@@ -39,6 +39,12 @@ MIN_SCORES_BY_ARCH: Dict[int, int] = {
     # between. The per-card numbers: cuda/hopper/NOTES.md (v8, v10).
     90: 4096 * 4096,
 }
+# The same for causal calls, which compute half the scores, so the fixed costs weigh double:
+# measured on the H200 (cuda/hopper/NOTES.md, v14) hopper is behind SDPA at 4096^2 causal (0.81x
+# at D = 64, 0.92x at D = 128) and ahead from 8192^2 (1.02x, 1.07x).
+MIN_SCORES_CAUSAL_BY_ARCH: Dict[int, int] = {
+    90: 8192 * 8192,
+}
 
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).
 DEFAULT_PV: Dict[str, Dict[int, str]] = {
@@ -120,7 +126,10 @@ def plan(sm_arch: int, kernel: str, pv: str) -> tuple:
     return p
 
 
-def min_scores(kernel: str, sm_arch: int = 0) -> int:
+def min_scores(kernel: str, sm_arch: int = 0, causal: bool = False) -> int:
+    """kernel="auto": the fewest score elements (Sq*Sk, masked ones included) per (batch, head)
+    a family serves; 0 for a forced family."""
     if kernel != "auto":
         return 0
-    return MIN_SCORES_BY_ARCH.get(sm_arch, MIN_SCORES_PER_HEAD)
+    plain = MIN_SCORES_BY_ARCH.get(sm_arch, MIN_SCORES_PER_HEAD)
+    return MIN_SCORES_CAUSAL_BY_ARCH.get(sm_arch, plain) if causal else plain

@@ -32,6 +32,10 @@ def test_plans():
     assert _policy.plan(90, "mma", "auto") == (("mma", "fp16"),)
     assert _policy.min_scores("auto") == _policy.MIN_SCORES_PER_HEAD and _policy.min_scores("mma") == 0
     assert _policy.min_scores("auto", 90) == 4096 * 4096 and _policy.min_scores("hopper", 90) == 0
+    # causal calls compute half the scores: on sm_90 auto serves them from 8192^2
+    assert _policy.min_scores("auto", 90, causal=True) == 8192 * 8192
+    assert _policy.min_scores("hopper", 90, causal=True) == 0
+    assert _policy.min_scores("auto", 120, causal=True) == _policy.min_scores("auto", 120)
 
 
 def test_choices_are_generated_from_the_policy():
@@ -60,8 +64,9 @@ def test_info_route_table_says_what_the_dispatcher_does(arch):
 class StubProblem:
     """What _C.problem returns for CUDA tensors, as far as _serve looks at it."""
 
-    def __init__(self, q, arch=89, answer=("mma", 4096), launch_error=None):
+    def __init__(self, q, arch=89, answer=("mma", 4096), launch_error=None, causal=False):
         self.device, self.sm_arch, self.answer, self.launch_error = 0, arch, answer, launch_error
+        self.is_causal = causal
         self.selected, self.launched = [], []
         self.q = q
 
@@ -94,6 +99,17 @@ def test_serve_asks_the_policy_and_launches(gpu_like):
     assert p.selected == [((("mma", "fp8_f16acc"), ("mma", "fp8")), _policy.MIN_SCORES_PER_HEAD)]
     assert p.launched == [((1, 2, 64, 64), 4096, 1234)]
     assert _stats.stats()["served"] == {"mma": 1}
+
+
+def test_serve_gives_causal_calls_their_own_length_threshold(gpu_like):
+    q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
+    for causal, want in ((False, 4096 * 4096), (True, 8192 * 8192)):
+        p = StubProblem(q, arch=90, answer=("hopper", 4096), causal=causal)
+        assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] is None
+        assert p.selected == [((("hopper", "fp8"), "sdpa"), want)]
+        p = StubProblem(q, arch=90, answer=("hopper", 4096), causal=causal)
+        _dispatch._serve(p, q, q, q, "hopper", "auto")
+        assert p.selected[0][1] == 0  # a forced family serves any length
 
 
 def test_serve_reports_the_family_refusal(gpu_like):
