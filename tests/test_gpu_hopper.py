@@ -202,6 +202,11 @@ def test_auto_selects_hopper_on_sm90_and_falls_back_below_the_threshold():
     # D=256: hopper declines, SDPA serves (faster than the mma kernel on sm_90)
     sageattn3.sageattn(*make_qkv(1, 2, 2, 8192, 8192, 256))
     assert sageattn3.stats()["served"].get("hopper") == 1 and sum(sageattn3.stats()["fallback"].values()) == 2
+    # causal calls have their own threshold on sm_90 (8192^2): 4096^2 goes to SDPA, 8192^2 to hopper
+    sageattn3.reset_stats()
+    sageattn3.sageattn(*make_qkv(1, 2, 2, 4096, 4096, 64), is_causal=True)
+    sageattn3.sageattn(*make_qkv(1, 2, 2, 8192, 8192, 64), is_causal=True)
+    assert sageattn3.stats() == {"served": {"hopper": 1}, "fallback": {"short_seq": 1}}
 
 
 def test_cuda_graph_capture():
