@@ -13,8 +13,7 @@
  *                         each tile's product starts from zero and is added here
  * At D = 128 with two consumers (not causal) the next tile's QK^T is issued ahead of this tile's
  * P.V, and the next tile's softmax runs while that P.V does. Otherwise each consumer runs its
- * tiles one after the other, and (not at causal D = 128) the consumers take turns issuing their
- * GEMMs.
+ * tiles one after the other, and the consumers take turns issuing their GEMMs.
  * Numerics: csrc/sa3_reference.c, mode int8-fp8, q_block 1, k_block 128, granularity "quad" (each
  * thread's scores of a tile share one of the tile's 4 K scales). */
 #include <cuda_bf16.h>
@@ -333,11 +332,10 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
      *   consumers it cannot: S, O and the P.V product would not fit in 160 registers, so the
      *   QK^T follows the O update), and the consumers take turns issuing their GEMMs, round
      *   robin (named barrier 1 + NC + c is consumer c's turn), so one's softmax runs under the
-     *   others' tensor work. Causal D = 128 skips the turns: its diagonal tiles take the slower
-     *   masked softmax and the turns then stall (two consumers); the three of D = 64 gain. */
+     *   others' tensor work (causal calls too: NOTES.md, v14, has both measurements). */
     constexpr bool kOverlapPV = DP == 128 && !CAUSAL && NC == 2;
     constexpr bool kLateQK = DP == 128 && NC == 3; /* 160 registers: S, O and the P.V product never all live */
-    constexpr bool kPingPong = (!CAUSAL || DP == 64) && !kOverlapPV;
+    constexpr bool kPingPong = !kOverlapPV;
     constexpr int kTurn = 1 + NC; /* named barriers 1..NC: each consumer's own; then the turns */
     if (kPingPong && cw == NC - 1) named_barrier_arrive(kTurn, 256); /* consumer 0 issues first */
     mbar_wait(&full_k[0], 0);
