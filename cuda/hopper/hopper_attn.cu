@@ -154,6 +154,17 @@ __device__ __forceinline__ void issue_pv(float (&ot)[DP / 2], const uint32_t (&p
     wgmma_commit();
 }
 
+/* The new running max of this thread's two rows: m against the max over the quad's four lanes of
+ * x0 (row r0) and x1 (row r1), each lane's max of its own scaled scores. */
+__device__ __forceinline__ void quad_row_max(float x0, float x1, const float (&m)[2], float &mn0, float &mn1) {
+    x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 1));
+    x0 = fmaxf(x0, __shfl_xor_sync(0xffffffffu, x0, 2));
+    x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 1));
+    x1 = fmaxf(x1, __shfl_xor_sync(0xffffffffu, x1, 2));
+    mn0 = fmaxf(m[0], x0);
+    mn1 = fmaxf(m[1], x1);
+}
+
 /* Online softmax of one tile for this thread's two rows (r0: regs 4g, 4g+1; r1: 4g+2, 4g+3;
  * column 8g + 2t + e). MASK: keys past Sk, and with CAUSAL keys after the row, get p = 0. */
 template <bool MASK, bool CAUSAL>
@@ -172,12 +183,7 @@ __device__ __forceinline__ void softmax_values(const uint32_t (&s)[64], float c0
             f[k] = v;
             if (k & 2) mx1 = fmaxf(mx1, v); else mx0 = fmaxf(mx0, v);
         }
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-        mn0 = fmaxf(m[0], mx0);
-        mn1 = fmaxf(m[1], mx1);
+        quad_row_max(mx0, mx1, m, mn0, mn1);
         const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
 #pragma unroll
         for (int k = 0; k < 64; ++k) f[k] = sa3_exp2(f[k] + ((k & 2) ? nb1 : nb0));
@@ -190,13 +196,7 @@ __device__ __forceinline__ void softmax_values(const uint32_t (&s)[64], float c0
         }
         /* c >= 0, so the max of this thread's scaled scores is its scaled integer max; the lanes
          * of a quad have different K scales, so they compare scaled values. */
-        float fx0 = __int2float_rn(mx0) * c0, fx1 = __int2float_rn(mx1) * c1;
-        fx0 = fmaxf(fx0, __shfl_xor_sync(0xffffffffu, fx0, 1));
-        fx0 = fmaxf(fx0, __shfl_xor_sync(0xffffffffu, fx0, 2));
-        fx1 = fmaxf(fx1, __shfl_xor_sync(0xffffffffu, fx1, 1));
-        fx1 = fmaxf(fx1, __shfl_xor_sync(0xffffffffu, fx1, 2));
-        mn0 = fmaxf(m[0], fx0);
-        mn1 = fmaxf(m[1], fx1);
+        quad_row_max(__int2float_rn(mx0) * c0, __int2float_rn(mx1) * c1, m, mn0, mn1);
         const float nb0 = kLog2P - mn0, nb1 = kLog2P - mn1;
 #pragma unroll
         for (int k = 0; k < 64; ++k)
