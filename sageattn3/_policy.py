@@ -40,8 +40,8 @@ MIN_SCORES_BY_ARCH: Dict[int, int] = {
     90: 4096 * 4096,
 }
 # The same for causal calls, which compute half the scores, so the fixed costs weigh double:
-# measured on the H200 (cuda/hopper/NOTES.md, v14) hopper is behind SDPA at 4096^2 causal (0.81x
-# at D = 64, 0.92x at D = 128) and ahead from 8192^2 (1.02x, 1.07x).
+# hopper overtakes SDPA between 4096^2 and 8192^2 causal scores per head (the sweep behind it:
+# cuda/hopper/NOTES.md, v14).
 MIN_SCORES_CAUSAL_BY_ARCH: Dict[int, int] = {
     90: 8192 * 8192,
 }

@@ -169,8 +169,8 @@ __device__ __forceinline__ void transpose4x4(uint32_t a, uint32_t b, uint32_t c,
 
 /* Word (4 channels) g of key row `key` in the e4m3 staging rows of a V block: XOR-swizzled by
  * the key's 16-key chunk, so that the transpose's reads below (a warp: 8 chunks x 4 groups) hit
- * distinct banks at D = 128 (at D = 64 two keys share a bank row: 2-way, as before). The XOR
- * keeps words 2c, 2c+1 adjacent, so a row's 8-byte pieces stay 8-byte stores. */
+ * distinct banks at D = 128 (at D = 64 two keys share a bank row: 2-way). The XOR keeps words
+ * 2c, 2c+1 adjacent, so a row's 8-byte pieces stay 8-byte stores. */
 template <int DP>
 __device__ __forceinline__ int v8_word(int key, int g) {
     constexpr int kChunkMask = DP == 128 ? 7 : 3;
@@ -181,7 +181,7 @@ __device__ __forceinline__ int v8_word(int key, int g) {
  * order (8-byte stores, converted in pairs), then each thread reads 4 channels of 16 keys as
  * words and transposes them in registers into 4 output chunks. A warp's tasks are 8 key chunks
  * x 4 channel groups, so each of its 16-byte stores covers whole 128-byte rows of the tile
- * (full L2 sectors; one group per lane left each line to 8 warps in 16-byte pieces). */
+ * (full L2 sectors, not 16-byte pieces of a line from several warps). */
 template <int DP, typename T>
 __device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Workspace &w, int64_t bh, int64_t blk,
                                               const float *s_vinv, uint8_t (*s_v8)[DP]) {

@@ -48,8 +48,7 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     w.dp = padded_head_dim(head_dim);
     w.nblk = (seq_k + kBlockN - 1) / kBlockN;
     /* Short sequences get short chunks, so the statistics pass fills the GPU, in one round of
-     * at most kStatCtas resident CTAs: rounding the chunk count per head up (v2) made 640 CTAs
-     * at 160 heads, whose last 112 then ran alone (NOTES.md, v14). */
+     * at most kStatCtas resident CTAs (a partial second round would run nearly alone). */
     const int64_t per_head = bh >= kStatCtas ? 1 : kStatCtas / bh;
     int64_t chunk = ((seq_k + per_head - 1) / per_head + kBlockN - 1) / kBlockN * kBlockN;
     w.chunk = chunk < kBlockN ? kBlockN : (chunk > kStatChunkMax ? kStatChunkMax : chunk);
