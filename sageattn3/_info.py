@@ -131,11 +131,17 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
     (sageattn3/_policy.py) that the dispatcher walks, so the two cannot disagree."""
     sdpa = "SDPA"  # torch.nn.functional.scaled_dot_product_attention
     arch = dev.get("sm_arch")
-    min_scores = _policy.min_scores("auto", arch if isinstance(arch, int) else 0)
-    min_causal = _policy.min_scores("auto", arch if isinstance(arch, int) else 0, causal=True)
+    arch_n = arch if isinstance(arch, int) else 0
+    min_scores = _policy.min_scores("auto", arch_n)
+    min_causal = _policy.min_scores("auto", arch_n, causal=True)
     side = int(min_scores ** 0.5)
-    causal_rule = (f"; causal: Sq*Sk >= {min_causal:,} (e.g. Sq=Sk >= {int(min_causal ** 0.5)})"
-                   if min_causal != min_scores else "")
+
+    def causal_rule(op: str) -> str:
+        """The causal threshold where it differs, e.g. '; causal: Sq*Sk >= N (e.g. Sq=Sk >= n)'."""
+        if min_causal == min_scores:
+            return ""
+        return f"; causal: Sq*Sk {op} {min_causal:,} (e.g. Sq=Sk {op} {int(min_causal ** 0.5)})"
+
     from . import _dispatch
 
     fams = list(_dispatch.families_here(dev)) if dev.get("families") else []
@@ -176,13 +182,13 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
                 break
             pv = _policy.default_pv(f, arch)
             if f in fams:
-                add(f"default call (kernel='auto'): {served}, Sq*Sk >= {min_scores:,} (e.g. Sq=Sk >= {side}){causal_rule}"
+                add(f"default call (kernel='auto'): {served}, Sq*Sk >= {min_scores:,} (e.g. Sq=Sk >= {side}){causal_rule('>=')}"
                     + (f", not served by {', '.join(ahead)}" if ahead else ""),
                     f"{f} kernel (pv={pv})", f"policy for sm_{arch}: {' -> '.join(order)}; {_PV_WHY.get(pv, '')}")
             else:
                 add(f"default call, family {f}", "skipped", f"{f} is not compiled for sm_{arch} in this build")
             ahead.append(f)
-        add(f"Sq*Sk < {min_scores:,} (short sequences){causal_rule.replace('>=', '<')}", sdpa,
+        add(f"Sq*Sk < {min_scores:,} (short sequences){causal_rule('<')}", sdpa,
             "launch and quantization overhead dominate there; SDPA is faster")
     for f in _policy.FAMILIES:
         if f not in fams:

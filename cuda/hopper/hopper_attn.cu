@@ -314,8 +314,9 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     const float qs0 = row_scale[cw * 64 + r0], qs1 = row_scale[cw * 64 + r1];
     const int64_t row0 = q0 + r0, row1 = q0 + r1;
     const uint64_t dq = smem_desc(sq + cw * L::kQ, DP);
-    /* This thread's K scale of tile j is kscale[j * kKGroups + t], its quad lane's key group. */
+    /* This thread's K scale of tile j: its quad lane's key group (kKGroups per tile). */
     const float *kscale = w.kscale + bhk * w.nblk * kKGroups;
+    auto k_scale = [&](int j) { return kscale[j * kKGroups + t]; };
 
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
     float o[DP / 2];
@@ -340,7 +341,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     if (kPingPong && cw == NC - 1) named_barrier_arrive(kTurn, 256); /* consumer 0 issues first */
     mbar_wait(&full_k[0], 0);
     issue_qk<DP>(s, dq, smem_desc(sk, DP));
-    float ks = kscale[t];
+    float ks = k_scale(0);
     wgmma_wait<0>();
     fence_regs(s);
     if (lane == 0) mbar_arrive(&empty_k[0]);
@@ -357,7 +358,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         constexpr bool MORE = decltype(more_tag)::value;
         const int st = j % NS;
         const uint32_t ph = (uint32_t)(j / NS) & 1u;
-        const float ks_next = MORE ? kscale[(j + 1) * kKGroups + t] : 0.f;
+        const float ks_next = MORE ? k_scale(j + 1) : 0.f;
         const int64_t key0 = (int64_t)j * kBlockN;
         const bool mask = key0 + kBlockN > p.seq_k || (CAUSAL && key0 + kBlockN - 1 > q0);
         float alpha[2];
@@ -415,7 +416,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     auto step_overlap = [&](int j, auto more_tag) {
         constexpr bool MORE = decltype(more_tag)::value;
         const int st = j % NS, st1 = (j + 1) % NS;
-        const float ks_next = MORE ? kscale[(j + 1) * kKGroups + t] : 0.f;
+        const float ks_next = MORE ? k_scale(j + 1) : 0.f;
         if constexpr (MORE) {
             mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
