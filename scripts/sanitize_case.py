@@ -1,7 +1,9 @@
 """Small kernel calls for compute-sanitizer (memcheck / racecheck): odd lengths, causal, GQA,
 every padded head dim, every PV mode, all layouts, for the mma family and (where it runs) the
 hopper family, LSE output included. Exits non-zero on a NaN output.
-SANITIZE_FAMILIES=hopper (or mma) runs one family's cases only: racecheck over both takes minutes."""
+SANITIZE_FAMILIES=hopper (or mma) runs one family's cases only: racecheck over both takes minutes.
+SANITIZE_CASE=i runs only case i (0-based, of the list below), so racecheck can be run (and
+time-limited) case by case."""
 import os
 import sys
 
@@ -28,6 +30,8 @@ cases = [  # b, hq, hkv, sq, sk, d, causal, layout
 _h = three_consumer_query_heads()
 cases.append((1, _h, _h // 2, 377, 300, 128, False, "HND"))
 only = os.environ.get("SANITIZE_FAMILIES")
+if os.environ.get("SANITIZE_CASE", "") != "":
+    cases = [cases[int(os.environ["SANITIZE_CASE"])]]
 bad = 0
 n = 0
 for pv in (pvs if only in (None, "", "mma") else []):

@@ -1,8 +1,8 @@
 """hopper kernel family (cuda/hopper/: wgmma + bulk copies, sm_90a) on a real GPU.
 
 Two references, as for the mma family (tests/test_gpu_mma.py):
- * the C CPU reference in the same quantization (mode int8-fp8, q_block 1, k_block 128, block
-   granularity): tight, only accumulation order, ex2.approx and rounding ties differ;
+ * the C CPU reference in the same quantization (mode int8-fp8, q_block 1, k_block 128, quad
+   granularity: _check.FAMILY_NUMERICS["hopper"]): tight, only accumulation order, ex2.approx and rounding ties differ;
  * float64 attention on K-offset inputs: rel-L1 <= 0.045, e4m3's floor on P and V (see
    test_gpu_mma.F64_BOUND for the derivation; this kernel measured 0.033-0.037).
 Outputs and workspace are poisoned (NaN / 0xFF) before every run; inputs are fresh random.
@@ -105,6 +105,36 @@ def test_d128_three_consumer_ctas_where_their_waves_are_shorter():
     _, lse = _lse.attention_with_lse(q, k, v, layout="HND", kernel="hopper")
     lerr = (lse.double() - lse64(q, k)).abs()
     assert float(lerr.max()) < 0.05, float(lerr.max())
+
+
+def test_two_launches_per_call():
+    """A one-pass call is two kernels: the pre-pass (cuda/hopper/hopper_quant.cu, one launch of a
+    thread block cluster per K and per V head) and the attention kernel. Counted by the profiler
+    on a call through the public API, so a copy or fill the dispatch path added would count."""
+    from torch.profiler import ProfilerActivity, profile
+    q, k, v = make_qkv(1, 4, 2, 1000, 1000, 128)
+    sageattn3.sageattn(q, k, v, kernel="hopper")
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        sageattn3.sageattn(q, k, v, kernel="hopper")
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type.name == "CUDA"]
+    assert len(names) == 2, names
+    assert any("prep_kernel" in n for n in names) and any("attn_kernel" in n for n in names), names
+
+
+def test_prepass_clusters_run_in_rounds_and_own_several_blocks():
+    """160 K/V heads of 9 key blocks: the pre-pass (prep_split in hopper_quant.cu) takes clusters
+    of 3 CTAs owning 3 blocks each, 960 CTAs, more than are resident at once, so clusters run in
+    rounds and each CTA quantizes several blocks after the cluster's statistics. Every head is
+    checked against float64 (K-offset inputs: a wrong or unshared mean shows), and two heads
+    against the CPU reference."""
+    q, k, v = make_qkv(4, 40, 40, 300, 1100, 128)
+    out = run_hopper(q, k, v)
+    _check_f64(out, q, k, v, "HND", None, False)
+    ref = reference_hopper(q[3:, 38:], k[3:, 38:], v[3:, 38:], causal=False)
+    err = rel_l1(out[3:, 38:].float().cpu(), ref.double())
+    assert err <= REF_BOUND, f"rel-L1 vs CPU reference {err:.2e} > {REF_BOUND}"
 
 
 def test_over_2pow31_elements_in_one_tensor():

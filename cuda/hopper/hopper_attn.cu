@@ -580,9 +580,9 @@ sa3_status attention_launch(const sa3_problem *p, const sa3_options *opt, const 
     for (int64_t h0 = 0; h0 < p->heads_kv; h0 += per) {
         const sa3_problem g = head_group(*p, h0, per < p->heads_kv - h0 ? per : p->heads_kv - h0, ratio);
         const Workspace w = workspace_layout(ctx->workspace, g.batch, g.heads_kv, g.seq_k, g.head_dim);
-        sa3_status s = quant_launch(&g, &w, opt->smooth_k, stream, err, err_len);
-        if (s != SA3_OK) return s;
         const int sms = ctx->device.sm_count;
+        sa3_status s = quant_launch(&g, &w, opt->smooth_k, sms, stream, err, err_len);
+        if (s != SA3_OK) return s;
         s = p->dtype == SA3_DTYPE_BF16 ? launch_t<__nv_bfloat16>(&g, &w, sms, stream, err, err_len)
                                        : launch_t<__half>(&g, &w, sms, stream, err, err_len);
         if (s != SA3_OK) return s;

@@ -34,9 +34,11 @@ const char *hopper_supports(const sa3_problem *p, const sa3_options *opt, const 
                  (long long)p->seq_k, (long long)(kMaxGridYZ * sa3h::kBlockN));
         return "seq_len";
     }
-    if (p->heads_q > kMaxGridYZ || p->batch > kMaxGridYZ || p->batch * p->heads_kv > INT32_MAX) {
-        snprintf(detail, detail_len, "B=%lld, Hq=%lld, Hkv=%lld exceed the launch grid (65535 each)",
-                 (long long)p->batch, (long long)p->heads_q, (long long)p->heads_kv);
+    /* the pre-pass grid is 2 clusters of up to 8 CTAs per K/V head, along x */
+    if (p->heads_q > kMaxGridYZ || p->batch > kMaxGridYZ || p->batch * p->heads_kv > INT32_MAX / 16) {
+        snprintf(detail, detail_len,
+                 "B=%lld, Hq=%lld, Hkv=%lld exceed the launch grids (B, Hq <= 65535; B*Hkv <= %d)",
+                 (long long)p->batch, (long long)p->heads_q, (long long)p->heads_kv, INT32_MAX / 16);
         return "grid";
     }
     const int smem = sa3h::attention_smem_bytes(p->head_dim);

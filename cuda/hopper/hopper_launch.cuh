@@ -25,9 +25,29 @@ cudaError_t launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block,
     return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
-/* Enqueue the K/V pre-pass of p into w on `stream` (hopper_quant.cu). */
-sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
-                        size_t err_len);
+/* Launch `kernel` on `stream` in thread block clusters of `cluster` CTAs along x (grid.x a
+ * multiple of it). An ordinary launch otherwise: it starts after the previous kernel ends. */
+template <typename... Params, typename... Args>
+cudaError_t launch_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, int cluster,
+                             cudaStream_t stream, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = (unsigned)cluster;
+    attr[0].val.clusterDim.y = 1;
+    attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* Enqueue the K/V pre-pass of p into w on `stream`: one launch (hopper_quant.cu). */
+sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, int sm_count, cudaStream_t stream,
+                        char *err, size_t err_len);
 
 /* Dynamic shared memory the attention kernel asks for at this head dim. */
 int attention_smem_bytes(int64_t head_dim);

@@ -6,15 +6,19 @@
  * lane that holds their scores in the attention kernel), V with one scale per channel (max|V|
  * over all tokens / 448).
  *
- * Two launches, reading the caller's K/V in place (any (b, h, s) strides, unit d stride):
- *   1. stats: per chunk of tokens (Workspace::chunk), column sums of K and column max|V|.
- *   2. quant: per 128-key block, mean and V scale from the chunk results (fixed order, so
- *      deterministic), then the block's INT8 K tile (one CTA) and FP8 V^T tile (another).
- * The mean and the V scale need every token before any token can be quantized, hence two
- * passes; together they read K and V twice, a fraction of a percent of a long call. */
+ * One launch, reading the caller's K/V in place (any (b, h, s) strides, unit d stride): one
+ * thread block cluster per K head and one per V head, each CTA owning a run of 128-key blocks.
+ *   1. statistics: each CTA's column sums of K (or column max|V|) over its blocks, combined
+ *      through distributed shared memory in rank order.
+ *   2. quantization: the CTA's blocks again, last first (the ones phase 1 read last are the
+ *      ones the L2 still holds), into INT8 K tiles or FP8 V^T tiles.
+ * The mean and the V scale need every token before any token can be quantized; the cluster
+ * barrier is that dependency, so there is no second launch and no partial result in global
+ * memory. */
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <float.h>
+#include <stdint.h>
 
 #include "hopper_launch.cuh"
 #include "hopper_sm90.cuh"
@@ -24,52 +28,6 @@ namespace sa3h {
 namespace {
 
 constexpr int kThreads = 256;
-
-/* grid (B*Hkv, nchunks). Thread (r0, c) covers columns c*8..c*8+7 of rows r0, r0+RPP, ... */
-template <int DP, typename T>
-__global__ void __launch_bounds__(kThreads) stats_kernel(const sa3_problem p, const Workspace w) {
-    grid_dep_launch_dependents(); /* the quant kernel's CTAs may load their blocks during our tail */
-    constexpr int CPR = DP / 8;
-    constexpr int RPP = kThreads / CPR;
-    __shared__ float red[RPP][DP + 1];
-    const int64_t bh = blockIdx.x;
-    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
-    const int c = threadIdx.x % CPR, r0 = threadIdx.x / CPR;
-    const int64_t t0 = (int64_t)blockIdx.y * w.chunk;
-    const int64_t t1 = min(p.seq_k, t0 + w.chunk);
-    const T *kg = static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1];
-    const T *vg = static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1];
-    float sum[8] = {0, 0, 0, 0, 0, 0, 0, 0}, vmx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    if (c * 8 < p.head_dim) {
-        /* UNROLL rows in flight per thread: a pass over K and V is bound by outstanding loads. */
-        constexpr int UNROLL = 4;
-        for (int64_t t = t0 + r0; t < t1; t += UNROLL * RPP) {
-            uint4 rk[UNROLL], rv[UNROLL]; /* raw rows: converted only when added, to keep registers low */
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const int64_t tu = t + u * RPP;
-                rk[u] = rv[u] = make_uint4(0u, 0u, 0u, 0u);
-                if (tu < t1) {
-                    rk[u] = *reinterpret_cast<const uint4 *>(kg + tu * p.k_stride[2] + c * 8);
-                    rv[u] = *reinterpret_cast<const uint4 *>(vg + tu * p.v_stride[2] + c * 8);
-                }
-            }
-#pragma unroll
-            for (int u = 0; u < UNROLL; ++u) {
-                const T *hk = reinterpret_cast<const T *>(&rk[u]), *hv = reinterpret_cast<const T *>(&rv[u]);
-#pragma unroll
-                for (int i = 0; i < 8; ++i) {
-                    sum[i] += static_cast<float>(hk[i]);
-                    vmx[i] = fmaxf(vmx[i], fabsf(static_cast<float>(hv[i])));
-                }
-            }
-        }
-    }
-    const int64_t out = (bh * w.nchunks + blockIdx.y) * DP;
-    sa3_reduce_columns<DP, RPP, false>(sum, red, r0, c, w.ksum + out);
-    __syncthreads();
-    sa3_reduce_columns<DP, RPP, true>(vmx, red, r0, c, w.vmax + out);
-}
 
 /* The pieces of one 128-key block a thread holds: piece i is row (tid + i*kThreads) / CPR,
  * columns 8*c..8*c+7 with c = tid % CPR (the same for every i). */
@@ -85,15 +43,24 @@ struct Block {
  * columns past D read as zeros. */
 template <int DP, typename T>
 __device__ __forceinline__ void load_block(const T *base, int64_t stride_s, int64_t blk, const sa3_problem &p,
-                                           Block<DP> &blkr) {
+                                           Block<DP> &blkr, uint64_t policy) {
     const int tid = threadIdx.x, c = tid % Block<DP>::CPR;
 #pragma unroll
     for (int i = 0; i < Block<DP>::PER; ++i) {
         const int64_t t = blk * kBlockN + (tid + i * kThreads) / Block<DP>::CPR;
         blkr.raw[i] = make_uint4(0u, 0u, 0u, 0u);
         if (t < p.seq_k && c * 8 < p.head_dim)
-            blkr.raw[i] = *reinterpret_cast<const uint4 *>(base + t * stride_s + c * 8);
+            blkr.raw[i] = ld_global_hint(base + t * stride_s + c * 8, policy);
     }
+}
+
+/* An opaque copy: the compiler cannot prove the values unchanged, so it does not reuse what it
+ * computed from them before. */
+template <int DP>
+__device__ __forceinline__ void launder(Block<DP> &b) {
+#pragma unroll
+    for (int i = 0; i < Block<DP>::PER; ++i)
+        asm volatile("" : "+r"(b.raw[i].x), "+r"(b.raw[i].y), "+r"(b.raw[i].z), "+r"(b.raw[i].w));
 }
 
 template <typename T>
@@ -141,6 +108,10 @@ __device__ __forceinline__ void quant_k_block(const Block<DP> &blkr, const sa3_p
     const float inv = amax >= FLT_MIN ? 127.f / amax : 0.f;
     if (tid < kKGroups) w.kscale[(bh * w.nblk + blk) * kKGroups + tid] = group_amax(tid) / 127.f;
     int8_t *ktile = w.kq + (bh * w.nblk + blk) * (int64_t)(kBlockN * DP);
+    /* Convert the raw values again rather than keep the 64 differences of the amax loop live
+     * across the barrier, which spills at 64 registers: the copy hides that they are the same. */
+    Block<DP> again = blkr;
+    launder(again);
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
         const int r = (tid + i * kThreads) / CPR;
@@ -148,7 +119,7 @@ __device__ __forceinline__ void quant_k_block(const Block<DP> &blkr, const sa3_p
         uint32_t packed[2] = {0u, 0u};
 #pragma unroll
         for (int e = 0; e < 8; ++e) {
-            int q = __float2int_rn((elem<T>(blkr.raw[i], e) - s_mean[c * 8 + e]) * live_inv);
+            int q = __float2int_rn((elem<T>(again.raw[i], e) - s_mean[c * 8 + e]) * live_inv);
             q = max(-127, min(127, q));
             packed[e / 4] |= (uint32_t)(uint8_t)(int8_t)q << (8 * (e % 4));
         }
@@ -226,113 +197,234 @@ __device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Works
     }
 }
 
-/* Head bh's mean of K (is_v false) or 448 / max|V| (is_v true) into s_col[DP], combined from
- * the nchunks chunk results, which PARTS threads per column read with independent loads and
- * combine in a fixed order (deterministic); with `publish` also the per-head results the
- * attention kernel reads (kmean, vscale). Ends with a CTA barrier. */
-template <int DP>
-__device__ __forceinline__ void combine_stats(const sa3_problem &p, const Workspace &w, int64_t bh, bool is_v,
-                                              int smooth_k, bool publish, float (*s_part)[DP], float *s_col) {
-    constexpr int PARTS = kThreads / DP;
-    const int tid = threadIdx.x;
-    {
-        const int d = tid % DP, part = tid / DP;
-        const float *src = (is_v ? w.vmax : w.ksum) + bh * w.nchunks * DP + d;
-        float acc = 0.f;
-#pragma unroll 4
-        for (int64_t c = part; c < w.nchunks; c += PARTS) {
-            const float x = src[c * DP];
-            acc = is_v ? fmaxf(acc, x) : acc + x;
+/* Phase 1 of one CTA: the column sums of K (IS_V false) or the column max|V| over tokens
+ * [t0, t1) of one head, into s_stat[DP]. Thread (r0, c) covers columns 8c..8c+7 of rows r0,
+ * r0 + RPP, ..., UNROLL rows in flight: the pass is bound by outstanding loads. */
+template <int DP, typename T, bool IS_V>
+__device__ __forceinline__ void column_stats(const T *base, int64_t stride_s, int64_t t0, int64_t t1,
+                                             const sa3_problem &p, float (*red)[DP + 1], float *s_stat) {
+    constexpr int CPR = DP / 8, RPP = kThreads / CPR, UNROLL = 8;
+    const int tid = threadIdx.x, c = tid % CPR, r0 = tid / CPR;
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    /* Phase 2 reads all of it again: ask the L2 to keep it (phase 2's reads then drop it). */
+    const uint64_t keep = l2_evict_last_policy();
+    if (c * 8 < p.head_dim) {
+        for (int64_t t = t0 + r0; t < t1; t += UNROLL * RPP) {
+            uint4 raw[UNROLL]; /* converted only when combined, to keep registers low */
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                const int64_t tu = t + u * RPP;
+                raw[u] = make_uint4(0u, 0u, 0u, 0u);
+                if (tu < t1) raw[u] = ld_global_hint(base + tu * stride_s + c * 8, keep);
+            }
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    const float x = elem<T>(raw[u], i);
+                    acc[i] = IS_V ? fmaxf(acc[i], fabsf(x)) : acc[i] + x;
+                }
+            }
         }
-        s_part[part][d] = acc;
     }
+#pragma unroll
+    for (int i = 0; i < 8; ++i) red[r0][c * 8 + i] = acc[i];
     __syncthreads();
     if (tid < DP) {
-        float acc = 0.f;
-#pragma unroll
-        for (int i = 0; i < PARTS; ++i) acc = is_v ? fmaxf(acc, s_part[i][tid]) : acc + s_part[i][tid];
-        if (is_v) {
-            const float inv = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
-            s_col[tid] = inv;
-            if (publish) w.vscale[bh * DP + tid] = acc / 448.f;
-        } else {
-            const float mean = smooth_k ? acc / (float)p.seq_k : 0.f;
-            s_col[tid] = mean;
-            if (publish) w.kmean[bh * DP + tid] = mean;
-        }
+        float a = 0.f;
+        for (int r = 0; r < RPP; ++r) a = IS_V ? fmaxf(a, red[r][tid]) : a + red[r][tid];
+        s_stat[tid] = a;
     }
-    __syncthreads();
 }
 
-/* Head (bh)'s K (is_v false) or V, block blk, into registers. */
-template <int DP, typename T>
-__device__ __forceinline__ void load_head_block(const sa3_problem &p, int64_t bh, bool is_v, int64_t blk,
-                                                Block<DP> &blkr) {
-    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
-    if (is_v) {
-        load_block<DP, T>(static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1], p.v_stride[2], blk,
-                          p, blkr);
+constexpr int kMaxCluster = 8;    /* the portable cluster size: every sm_90 part schedules it */
+/* prep_kernel's CTAs per SM (__launch_bounds__). At D = 128 a thread holds a block's 32 pieces
+ * while it issues the next block's prefetch: 64 registers (4 CTAs) spill ~150 bytes a thread,
+ * 80 (3 CTAs) ~50, and 3 measured faster (cuda/hopper/NOTES.md, v15). */
+template <int DP>
+constexpr int prep_ctas_per_sm() { return DP == 128 ? 3 : 4; }
+
+/* The head's mean of K (IS_V false) or 448 / max|V| (IS_V true) into s_col[DP], combined from
+ * every CTA's s_stat in rank order (so every CTA of the cluster gets the same bits, run after
+ * run); rank 0 also publishes what the attention kernel reads (kmean, vscale). Call between
+ * a cluster barrier that follows the s_stat writes and the arrival that releases them. */
+template <int DP, bool IS_V>
+__device__ __forceinline__ void combine_cluster(const sa3_problem &p, const Workspace &w, int64_t bh, int smooth_k,
+                                                const float *s_stat, float *s_col) {
+    const int tid = threadIdx.x;
+    if (tid >= DP) return;
+    const uint32_t n = cluster_size();
+    float x[kMaxCluster]; /* all loads in flight before the first use */
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) x[r] = (uint32_t)r < n ? ld_cluster_f32(s_stat + tid, r) : 0.f;
+    float acc = 0.f; /* 0 is neutral for both: sums, and maxima of absolute values */
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) acc = IS_V ? fmaxf(acc, x[r]) : acc + x[r];
+    const bool publish = cluster_rank() == 0;
+    if (IS_V) {
+        s_col[tid] = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
+        if (publish) w.vscale[bh * DP + tid] = acc / 448.f;
     } else {
-        load_block<DP, T>(static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1], p.k_stride[2], blk,
-                          p, blkr);
+        const float mean = smooth_k ? acc / (float)p.seq_k : 0.f;
+        s_col[tid] = mean;
+        if (publish) w.kmean[bh * DP + tid] = mean;
     }
 }
 
 template <int DP>
-struct QuantSmem {
-    float col[DP]; /* K: the mean; V: 448 / max|V| */
-    float part[kThreads / DP][DP];
-    float red[kThreads / 16]; /* per half-warp: the K group amax */
+struct PrepSmem {
+    union {
+        float red[kThreads / (DP / 8)][DP + 1];      /* phase 1: each row slot's partials */
+        uint4 next[Block<DP>::PER][kThreads];        /* phase 2: the next block, each thread's pieces */
+    } u;
+    float stat[DP];            /* this CTA's column statistic, read by the whole cluster */
+    float col[DP];             /* K: the mean; V: 448 / max|V| */
+    float kred[kThreads / 16]; /* per half-warp: the K group amax */
     __align__(16) uint8_t v8[kBlockN][DP];
 };
 
-/* grid (B*Hkv, 2, nblk): y = 0 quantizes a block of K, y = 1 the same block of V (separate
- * CTAs: more loads in flight than one CTA doing both in turn). Blocks go last first: the stats
- * kernel's last chunks are what the L2 still holds when this kernel starts (CTAs are dispatched
- * in grid order, x fastest). 4 CTAs per SM (64 registers): each CTA is a short dependent chain
- * (load and combine, reduce, store), so the number of resident CTAs, not the bytes in flight,
- * sets the pace. */
+/* load_block's pieces of block blk into this thread's slots of `next`, asynchronously (one
+ * commit group). The caller orders it after its last reads of those slots (a CTA barrier). */
 template <int DP, typename T>
-__global__ void __launch_bounds__(kThreads, 4) quant_kernel(const sa3_problem p, const Workspace w, int smooth_k) {
-    __shared__ QuantSmem<DP> sm;
-    const int64_t bh = blockIdx.x;
-    const bool is_v = blockIdx.y == 1;
-    const int64_t blk = w.nblk - 1 - blockIdx.z;
+__device__ __forceinline__ void prefetch_block(const T *base, int64_t stride_s, int64_t blk, const sa3_problem &p,
+                                               uint4 (*next)[kThreads], uint64_t policy) {
+    const int tid = threadIdx.x, c = tid % Block<DP>::CPR;
+#pragma unroll
+    for (int i = 0; i < Block<DP>::PER; ++i) {
+        const int64_t t = blk * kBlockN + (tid + i * kThreads) / Block<DP>::CPR;
+        const bool live = t < p.seq_k && c * 8 < p.head_dim;
+        cp_async_16(smem_u32(&next[i][tid]), live ? base + t * stride_s + c * 8 : base, live ? 16u : 0u, policy);
+    }
+    cp_async_commit();
+}
+
+/* The prefetched block into registers (this thread's own slots: no barrier needed). */
+template <int DP>
+__device__ __forceinline__ void take_prefetched(uint4 (*next)[kThreads], Block<DP> &blkr) {
+    cp_async_wait_all();
+#pragma unroll
+    for (int i = 0; i < Block<DP>::PER; ++i) blkr.raw[i] = next[i][threadIdx.x];
+}
+
+/* Head bh's K (IS_V false) or V: its first element and its token stride. Recomputed where
+ * used (from the kernel parameters) rather than kept in registers across the block loop. */
+template <typename T, bool IS_V>
+__device__ __forceinline__ const T *head_base(const sa3_problem &p, int bh) {
+    const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
+    return IS_V ? static_cast<const T *>(p.v) + b * p.v_stride[0] + h * p.v_stride[1]
+                : static_cast<const T *>(p.k) + b * p.k_stride[0] + h * p.k_stride[1];
+}
+
+/* One CTA of head bh's K cluster (IS_V false) or V cluster: its blocks [blk0, blk1). Phase 2
+ * keeps one block in flight while it quantizes another (its first block in registers, the
+ * rest prefetched into shared memory): each block is a short dependent chain (load, reduce,
+ * store), and with its load exposed the CTA would wait on every one. */
+template <int DP, typename T, bool IS_V>
+__device__ __forceinline__ void prep_cta(const sa3_problem &p, const Workspace &w, int bh, int blk0, int blk1,
+                                         int smooth_k, PrepSmem<DP> &sm) {
+    const int64_t stride_s = IS_V ? p.v_stride[2] : p.k_stride[2];
+    column_stats<DP, T, IS_V>(head_base<T, IS_V>(p, bh), stride_s, min(p.seq_k, (int64_t)blk0 * kBlockN),
+                              min(p.seq_k, (int64_t)blk1 * kBlockN), p, sm.u.red, sm.stat);
+    __syncthreads(); /* u.red is read; the prefetch may take u.next */
+    /* Phase 2's first two blocks do not depend on the statistics: in flight during the barrier. */
+    const uint64_t last_use = l2_evict_first_policy();
     Block<DP> blkr;
+    int blk = blk1 - 1;
+    load_block<DP, T>(head_base<T, IS_V>(p, bh), stride_s, blk, p, blkr, last_use);
+    if (blk > blk0) prefetch_block<DP, T>(head_base<T, IS_V>(p, bh), stride_s, blk - 1, p, sm.u.next, last_use);
+    cluster_arrive_release(); /* s_stat, to the cluster */
+    cluster_wait_acquire();
+    combine_cluster<DP, IS_V>(p, w, bh, smooth_k, sm.stat, sm.col);
+    cluster_arrive_relaxed(); /* done reading the other CTAs' s_stat (they wait for it to exit) */
+    __syncthreads();          /* s_col */
+    for (;;) {
+        if (IS_V) {
+            quant_v_block<DP, T>(blkr, w, bh, blk, sm.col, sm.v8);
+        } else {
+            quant_k_block<DP, T>(blkr, p, w, bh, blk, sm.col, sm.kred);
+        }
+        if (--blk < blk0) break;
+        take_prefetched<DP>(sm.u.next, blkr);
+        /* The next block reuses v8 / kred; and the barrier orders this CTA's reads of u.next
+         * before the copies that overwrite it. */
+        __syncthreads();
+        if (blk > blk0) prefetch_block<DP, T>(head_base<T, IS_V>(p, bh), stride_s, blk - 1, p, sm.u.next, last_use);
+    }
+    cluster_wait_acquire();
+}
+
+/* grid (C * 2 * B*Hkv) in clusters of C along x: cluster 2*bh quantizes head bh's K, 2*bh + 1
+ * its V; rank r owns blocks [r*bpc, (r+1)*bpc). */
+template <int DP, typename T>
+__global__ void __launch_bounds__(kThreads, prep_ctas_per_sm<DP>())
+    prep_kernel(const sa3_problem p, const Workspace w, int bpc, int smooth_k) {
+    extern __shared__ __align__(16) unsigned char prep_smem[];
+    PrepSmem<DP> &sm = *reinterpret_cast<PrepSmem<DP> *>(prep_smem);
     grid_dep_launch_dependents(); /* the attention kernel's CTAs may start during our tail */
-    load_head_block<DP, T>(p, bh, is_v, blk, blkr); /* in flight during the combine */
-    grid_dep_wait();                                       /* the stats kernel's results */
-    combine_stats<DP>(p, w, bh, is_v, smooth_k, blk == 0, sm.part, sm.col);
-    if (is_v) {
-        quant_v_block<DP, T>(blkr, w, bh, blk, sm.col, sm.v8);
+    const uint32_t cid = cluster_index_x();
+    const int bh = (int)(cid >> 1);                  /* < INT32_MAX / 16 (hopper_supports) */
+    const int blk0 = (int)cluster_rank() * bpc;      /* nblk <= 65535 (hopper_supports) */
+    const int blk1 = min((int)w.nblk, blk0 + bpc);
+    if (cid & 1) {
+        prep_cta<DP, T, true>(p, w, bh, blk0, blk1, smooth_k, sm);
     } else {
-        quant_k_block<DP, T>(blkr, p, w, bh, blk, sm.col, sm.red);
+        prep_cta<DP, T, false>(p, w, bh, blk0, blk1, smooth_k, sm);
     }
 }
 
+/* CTAs per head (the cluster size, 1..kMaxCluster) and blocks per CTA. A CTA's blocks run one
+ * after another, so the pass takes about (rounds of resident CTAs) x (blocks per CTA): the
+ * size that minimizes that, the larger on ties (more SMs share the statistics reads). */
+int prep_split(int64_t bh, int64_t nblk, int ctas_per_sm, int sm_count, int *cluster) {
+    const int64_t slots = (int64_t)ctas_per_sm * (sm_count > 0 ? sm_count : 132);
+    int64_t best_cost = INT64_MAX, best_bpc = nblk;
+    *cluster = 1;
+    for (int c = 1; c <= kMaxCluster && c <= nblk; ++c) {
+        const int64_t bpc = (nblk + c - 1) / c;
+        const int64_t used = (nblk + bpc - 1) / bpc; /* no rank without blocks */
+        const int64_t cost = (2 * bh * used + slots - 1) / slots * bpc;
+        if (cost <= best_cost) {
+            best_cost = cost;
+            best_bpc = bpc;
+            *cluster = (int)used;
+        }
+    }
+    return (int)best_bpc;
+}
+
 template <int DP, typename T>
-sa3_status quant_typed(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
-                       size_t err_len) {
-    const dim3 grid_stats((unsigned)(p->batch * p->heads_kv), (unsigned)w->nchunks);
-    stats_kernel<DP, T><<<grid_stats, kThreads, 0, stream>>>(*p, *w);
-    SA3_LAUNCH_CHECK("hopper stats launch");
-    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), 2u, (unsigned)w->nblk);
-    SA3_CUDA_TRY(launch_overlapping(quant_kernel<DP, T>, grid_quant, dim3(kThreads), 0, stream, *p, *w, smooth_k),
-                 "hopper quant launch");
+sa3_status prep_typed(const sa3_problem *p, const Workspace *w, int smooth_k, int sm_count, cudaStream_t stream,
+                      char *err, size_t err_len) {
+    int cluster = 1;
+    const int bpc = prep_split(p->batch * p->heads_kv, w->nblk, prep_ctas_per_sm<DP>(), sm_count, &cluster);
+    const dim3 grid((unsigned)(cluster * 2 * p->batch * p->heads_kv));
+    constexpr int smem = (int)sizeof(PrepSmem<DP>); /* over the 48 KB of static shared memory at D = 128 */
+    /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
+    static bool configured[64] = {false};
+    if (p->device >= 64 || !configured[p->device]) {
+        SA3_CUDA_TRY(cudaFuncSetAttribute(prep_kernel<DP, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
+                     "hopper pre-pass smem attribute");
+        if (p->device < 64) configured[p->device] = true;
+    }
+    SA3_CUDA_TRY(launch_clustered(prep_kernel<DP, T>, grid, dim3(kThreads), smem, cluster, stream, *p, *w, bpc,
+                                  smooth_k),
+                 "hopper pre-pass launch");
     return SA3_OK;
 }
 
 template <typename T>
-sa3_status quant_dp(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t s, char *err, size_t n) {
-    return w->dp == 64 ? quant_typed<64, T>(p, w, smooth_k, s, err, n) : quant_typed<128, T>(p, w, smooth_k, s, err, n);
+sa3_status prep_dp(const sa3_problem *p, const Workspace *w, int smooth_k, int sms, cudaStream_t s, char *err,
+                   size_t n) {
+    return w->dp == 64 ? prep_typed<64, T>(p, w, smooth_k, sms, s, err, n)
+                       : prep_typed<128, T>(p, w, smooth_k, sms, s, err, n);
 }
 
 } // namespace
 
-sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, cudaStream_t stream, char *err,
-                        size_t err_len) {
-    return p->dtype == SA3_DTYPE_BF16 ? quant_dp<__nv_bfloat16>(p, w, smooth_k, stream, err, err_len)
-                                      : quant_dp<__half>(p, w, smooth_k, stream, err, err_len);
+sa3_status quant_launch(const sa3_problem *p, const Workspace *w, int smooth_k, int sm_count, cudaStream_t stream,
+                        char *err, size_t err_len) {
+    return p->dtype == SA3_DTYPE_BF16 ? prep_dp<__nv_bfloat16>(p, w, smooth_k, sm_count, stream, err, err_len)
+                                      : prep_dp<__half>(p, w, smooth_k, sm_count, stream, err, err_len);
 }
 
 } // namespace sa3h

@@ -60,6 +60,19 @@ __device__ __forceinline__ uint64_t l2_evict_last_policy() {
     asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
     return pol;
 }
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+    uint64_t pol;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+    return pol;
+}
+/* A 16-byte global load under an L2 eviction policy. */
+__device__ __forceinline__ uint4 ld_global_hint(const void *src, uint64_t policy) {
+    uint4 r;
+    asm volatile("ld.global.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
+                 : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+                 : "l"(src), "l"(policy));
+    return r;
+}
 __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t bytes, uint64_t *bar,
                                          uint64_t policy) {
     asm volatile(
@@ -67,6 +80,16 @@ __device__ __forceinline__ void bulk_g2s(void *dst, const void *src, uint32_t by
         ::"r"(smem_u32(dst)), "l"(src), "r"(bytes), "r"(smem_u32(bar)), "l"(policy)
         : "memory");
 }
+
+/* ---- 16-byte asynchronous copies global -> shared (the pre-pass's prefetch) ---- */
+/* Copies src_bytes (16 or 0) and zero-fills the rest of the 16; with 0 nothing is read. */
+__device__ __forceinline__ void cp_async_16(uint32_t dst, const void *src, uint32_t src_bytes, uint64_t policy) {
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;" ::"r"(dst), "l"(src),
+                 "r"(src_bytes), "l"(policy)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 
 /* ---- ordering between the generic and the async proxy ---- */
 __device__ __forceinline__ void fence_proxy_async_smem() {
@@ -81,13 +104,50 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
 }
 
 /* ---- programmatic dependent launch (cuda/hopper/NOTES.md, v10) ----
- * The pre-pass's quant kernel and the attention kernel are launched with programmatic stream
- * serialization: their CTAs may start while the previous kernel's last CTAs still run, do work
- * that reads only the caller's tensors, and wait here before touching what that kernel wrote.
+ * The attention kernel is launched with programmatic stream serialization: its CTAs may start
+ * while the pre-pass's last CTAs still run, do work that reads only the caller's tensors, and
+ * wait here before touching what the pre-pass wrote.
  * Without such a launch (or with no prerequisite left) the wait returns at once. */
 __device__ __forceinline__ void grid_dep_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 /* Lets the next kernel's CTAs launch once every CTA of this one has started or exited. */
 __device__ __forceinline__ void grid_dep_launch_dependents() { asm volatile("griddepcontrol.launch_dependents;" :::); }
+
+/* ---- thread block clusters (the pre-pass: one cluster per K or V head) ---- */
+__device__ __forceinline__ uint32_t cluster_rank() {
+    uint32_t r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+__device__ __forceinline__ uint32_t cluster_size() {
+    uint32_t n;
+    asm volatile("mov.u32 %0, %%cluster_nctarank;" : "=r"(n));
+    return n;
+}
+__device__ __forceinline__ uint32_t cluster_index_x() {
+    uint32_t c;
+    asm volatile("mov.u32 %0, %%clusterid.x;" : "=r"(c));
+    return c;
+}
+/* Every thread of every CTA of the cluster arrives; release: this CTA's shared-memory writes
+ * before it are visible to the other CTAs after their matching wait. */
+__device__ __forceinline__ void cluster_arrive_release() {
+    asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+/* The same arrival with nothing to publish (only "I am done reading the others"). */
+__device__ __forceinline__ void cluster_arrive_relaxed() {
+    asm volatile("barrier.cluster.arrive.relaxed.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait_acquire() {
+    asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
+/* A float at the same shared-memory offset as `p`, in the CTA of cluster rank `rank`. */
+__device__ __forceinline__ float ld_cluster_f32(const float *p, uint32_t rank) {
+    uint32_t remote;
+    float x;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_u32(p)), "r"(rank));
+    asm volatile("ld.shared::cluster.f32 %0, [%1];" : "=f"(x) : "r"(remote) : "memory");
+    return x;
+}
 
 /* ---- register budget per warpgroup role ---- */
 template <int N>

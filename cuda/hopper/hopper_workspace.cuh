@@ -20,8 +20,6 @@ constexpr int kBlockN = 128;    /* keys per KV tile */
  * that holds its scores (wgmma's m64nNk32 layout: lane t of a quad has columns 8g + 2t, +1), so
  * each consumer thread multiplies all its scores of a tile by one K scale. */
 constexpr int kKGroups = 4;
-constexpr int kStatChunkMax = 4096; /* tokens per partial-statistics block of the pre-pass, at most */
-constexpr int kStatCtas = 528;      /* stats CTAs resident at once on 132 SMs (4 per SM) */
 
 struct Workspace {
     int8_t *kq;     /* [B*Hkv][nblk][128 keys][DP] INT8 of K - mean(K), swizzled rows        */
@@ -29,11 +27,7 @@ struct Workspace {
     uint8_t *vq;    /* [B*Hkv][nblk][DP][128 keys] e4m3 of V^T, keys permuted per 32, swizzled */
     float *vscale;  /* [B*Hkv][DP] max|V| / 448 per channel                                  */
     float *kmean;   /* [B*Hkv][DP] the mean subtracted from K (for the LSE)                  */
-    float *ksum;    /* [B*Hkv][nchunks][DP] per-chunk column sums of K                       */
-    float *vmax;    /* [B*Hkv][nchunks][DP] per-chunk column max|V|                          */
     int64_t nblk;    /* ceil(Sk / 128) */
-    int64_t chunk;   /* tokens per statistics chunk (a multiple of 128) */
-    int64_t nchunks; /* ceil(Sk / chunk) */
     int dp;          /* padded head dim: 64 or 128 */
     size_t bytes;
 };
@@ -47,12 +41,6 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     const int64_t bh = batch * heads_kv;
     w.dp = padded_head_dim(head_dim);
     w.nblk = (seq_k + kBlockN - 1) / kBlockN;
-    /* Short sequences get short chunks, so the statistics pass fills the GPU, in one round of
-     * at most kStatCtas resident CTAs (a partial second round would run nearly alone). */
-    const int64_t per_head = bh >= kStatCtas ? 1 : kStatCtas / bh;
-    int64_t chunk = ((seq_k + per_head - 1) / per_head + kBlockN - 1) / kBlockN * kBlockN;
-    w.chunk = chunk < kBlockN ? kBlockN : (chunk > kStatChunkMax ? kStatChunkMax : chunk);
-    w.nchunks = (seq_k + w.chunk - 1) / w.chunk;
     size_t off = 0;
     char *b = (char *)base;
     w.kq = sa3_carve<int8_t>(b, &off, bh * w.nblk * kBlockN * w.dp);
@@ -60,8 +48,6 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     w.kscale = sa3_carve<float>(b, &off, bh * w.nblk * kKGroups);
     w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
     w.kmean = sa3_carve<float>(b, &off, bh * w.dp);
-    w.ksum = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
-    w.vmax = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
     w.bytes = off;
     return w;
 }
