@@ -7,22 +7,29 @@
 
 namespace sa3h {
 
-/* Launch `kernel` on `stream` allowed to overlap the previous kernel's tail (programmatic stream
- * serialization); the kernel calls grid_dep_wait() before reading that kernel's results. */
+/* Launch `kernel` on `stream` with one launch attribute. */
 template <typename... Params, typename... Args>
-cudaError_t launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                               Args... args) {
+cudaError_t launch_with(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                        cudaLaunchAttribute attr, Args... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
+    cfg.attrs = &attr;
     cfg.numAttrs = 1;
     return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+/* Launch `kernel` on `stream` allowed to overlap the previous kernel's tail (programmatic stream
+ * serialization); the kernel calls grid_dep_wait() before reading that kernel's results. */
+template <typename... Params, typename... Args>
+cudaError_t launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                               Args... args) {
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    return launch_with(kernel, grid, block, smem, stream, attr, args...);
 }
 
 /* Launch `kernel` on `stream` in thread block clusters of `cluster` CTAs along x (grid.x a
@@ -30,19 +37,12 @@ cudaError_t launch_overlapping(void (*kernel)(Params...), dim3 grid, dim3 block,
 template <typename... Params, typename... Args>
 cudaError_t launch_clustered(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, int cluster,
                              cudaStream_t stream, Args... args) {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.dynamicSmemBytes = smem;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = (unsigned)cluster;
-    attr[0].val.clusterDim.y = 1;
-    attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, kernel, args...);
+    cudaLaunchAttribute attr = {};
+    attr.id = cudaLaunchAttributeClusterDimension;
+    attr.val.clusterDim.x = (unsigned)cluster;
+    attr.val.clusterDim.y = 1;
+    attr.val.clusterDim.z = 1;
+    return launch_with(kernel, grid, block, smem, stream, attr, args...);
 }
 
 /* Enqueue the K/V pre-pass of p into w on `stream`: one launch (hopper_quant.cu). */
