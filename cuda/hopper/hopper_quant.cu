@@ -204,7 +204,7 @@ template <int DP, typename T, bool IS_V>
 __device__ __forceinline__ void column_stats(const T *base, int64_t stride_s, int64_t t0, int64_t t1,
                                              const sa3_problem &p, float (*red)[DP + 1], float *s_stat) {
     constexpr int CPR = DP / 8, RPP = kThreads / CPR, UNROLL = 8;
-    const int tid = threadIdx.x, c = tid % CPR, r0 = tid / CPR;
+    const int c = threadIdx.x % CPR, r0 = threadIdx.x / CPR;
     float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     /* Phase 2 reads all of it again: ask the L2 to keep it (phase 2's reads then drop it). */
     const uint64_t keep = l2_evict_last_policy();
@@ -227,20 +227,13 @@ __device__ __forceinline__ void column_stats(const T *base, int64_t stride_s, in
             }
         }
     }
-#pragma unroll
-    for (int i = 0; i < 8; ++i) red[r0][c * 8 + i] = acc[i];
-    __syncthreads();
-    if (tid < DP) {
-        float a = 0.f;
-        for (int r = 0; r < RPP; ++r) a = IS_V ? fmaxf(a, red[r][tid]) : a + red[r][tid];
-        s_stat[tid] = a;
-    }
+    sa3_reduce_columns<DP, RPP, IS_V>(acc, red, r0, c, s_stat);
 }
 
 constexpr int kMaxCluster = 8;    /* the portable cluster size: every sm_90 part schedules it */
 /* prep_kernel's CTAs per SM (__launch_bounds__). At D = 128 a thread holds a block's 32 pieces
- * while it issues the next block's prefetch: 64 registers (4 CTAs) spill ~150 bytes a thread,
- * 80 (3 CTAs) ~50, and 3 measured faster (cuda/hopper/NOTES.md, v15). */
+ * while it issues the next block's prefetch, which 64 registers (4 CTAs) do not hold; 3 CTAs
+ * give it 80 (cuda/hopper/NOTES.md, v15, has the A/B). */
 template <int DP>
 constexpr int prep_ctas_per_sm() { return DP == 128 ? 3 : 4; }
 
