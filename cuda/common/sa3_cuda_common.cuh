@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <atomic>
+
 #include "sa3_params.h"
 
 /* Map a CUDA error to a status + message. "No kernel image" is UNSUPPORTED (the Python
@@ -23,6 +25,19 @@ static inline sa3_status sa3_cuda_fail(cudaError_t e, const char *what, char *er
         cudaError_t sa3_e_ = (call);                                      \
         if (sa3_e_ != cudaSuccess) return sa3_cuda_fail(sa3_e_, what, err, err_len); \
     } while (0)
+
+/* Lets Kernel use `bytes` of dynamic shared memory on `device`. The limit is a per-device
+ * function attribute: set once per kernel (an instance of this template each) and device, not
+ * on every call; a race sets it twice, harmlessly. */
+template <auto Kernel>
+cudaError_t sa3_allow_dynamic_smem(int device, int bytes) {
+    static std::atomic<bool> set[64];
+    const bool known = device >= 0 && device < 64;
+    if (known && set[device].load(std::memory_order_relaxed)) return cudaSuccess;
+    const cudaError_t e = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+    if (e == cudaSuccess && known) set[device].store(true, std::memory_order_relaxed);
+    return e;
+}
 
 /* After a launch: configuration errors show up in cudaGetLastError (no sync needed). */
 #define SA3_LAUNCH_CHECK(what) SA3_CUDA_TRY(cudaGetLastError(), what)

@@ -499,14 +499,8 @@ template <int DP, int NS, int NC, typename T, bool CAUSAL>
 sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t stream, char *err, size_t err_len) {
     using R = Roles<NC>;
     using L = Smem<DP, NS, NC>;
-    auto kernel = attn_kernel<DP, NS, NC, T, CAUSAL>;
-    /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
-    static bool configured[64] = {false};
-    if (p->device >= 64 || !configured[p->device]) {
-        SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, L::alloc),
-                     "hopper attention smem attribute");
-        if (p->device < 64) configured[p->device] = true;
-    }
+    constexpr auto kernel = attn_kernel<DP, NS, NC, T, CAUSAL>;
+    SA3_CUDA_TRY(sa3_allow_dynamic_smem<kernel>(p->device, L::alloc), "hopper attention smem attribute");
     const dim3 grid((unsigned)((p->seq_q + R::kBlockM - 1) / R::kBlockM), (unsigned)p->heads_q, (unsigned)p->batch);
     SA3_CUDA_TRY(launch_overlapping(kernel, grid, dim3(R::kThreads), L::alloc, stream, *p, *w),
                  "hopper attention launch");

@@ -392,15 +392,9 @@ sa3_status prep_typed(const sa3_problem *p, const Workspace *w, int smooth_k, in
     const int bpc = prep_split(p->batch * p->heads_kv, w->nblk, prep_ctas_per_sm<DP>(), sm_count, &cluster);
     const dim3 grid((unsigned)(cluster * 2 * p->batch * p->heads_kv));
     constexpr int smem = (int)sizeof(PrepSmem<DP>); /* over the 48 KB of static shared memory at D = 128 */
-    /* The dynamic shared-memory limit is a per-device function attribute: set it once per device. */
-    static bool configured[64] = {false};
-    if (p->device >= 64 || !configured[p->device]) {
-        SA3_CUDA_TRY(cudaFuncSetAttribute(prep_kernel<DP, T>, cudaFuncAttributeMaxDynamicSharedMemorySize, smem),
-                     "hopper pre-pass smem attribute");
-        if (p->device < 64) configured[p->device] = true;
-    }
-    SA3_CUDA_TRY(launch_clustered(prep_kernel<DP, T>, grid, dim3(kThreads), smem, cluster, stream, *p, *w, bpc,
-                                  smooth_k),
+    constexpr auto kernel = prep_kernel<DP, T>;
+    SA3_CUDA_TRY(sa3_allow_dynamic_smem<kernel>(p->device, smem), "hopper pre-pass smem attribute");
+    SA3_CUDA_TRY(launch_clustered(kernel, grid, dim3(kThreads), smem, cluster, stream, *p, *w, bpc, smooth_k),
                  "hopper pre-pass launch");
     return SA3_OK;
 }

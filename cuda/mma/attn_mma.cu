@@ -795,16 +795,12 @@ sa3_status sa3_attn_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
     /* C::SMEM fits the device: the family's supports() compared it with the opt-in limit
      * (sa3_mma_smem_bytes) before anything was enqueued. */
     const int variant = p->lse != nullptr ? 1 : 0;
-    auto kernel = variant ? sa3_attn_mma_kernel<T, C, true> : sa3_attn_mma_kernel<T, C, false>;
+    constexpr auto kernel_lse = sa3_attn_mma_kernel<T, C, true>, kernel_plain = sa3_attn_mma_kernel<T, C, false>;
+    const auto kernel = variant ? kernel_lse : kernel_plain;
     const bool known = p->device >= 0 && p->device < 64;
-    /* The dynamic shared-memory limit is a per-device function attribute: set once per kernel
-     * and device, not on every call (a race sets it twice, harmlessly). */
-    static std::atomic<bool> smem_set[2][64];
-    if (!known || !smem_set[variant][p->device].load(std::memory_order_relaxed)) {
-        SA3_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::SMEM),
-                     "cudaFuncSetAttribute");
-        if (known) smem_set[variant][p->device].store(true, std::memory_order_relaxed);
-    }
+    SA3_CUDA_TRY(variant ? sa3_allow_dynamic_smem<kernel_lse>(p->device, C::SMEM)
+                         : sa3_allow_dynamic_smem<kernel_plain>(p->device, C::SMEM),
+                 "cudaFuncSetAttribute");
     /* Consumer limits: the SM's carveout as on the emulated card (-1 = the driver's choice). Set
      * only when it changes, per kernel and device; held as value + 1 so the zero-initialised
      * state means "never set" = -1, and calls outside consumer limits never make this call. A
