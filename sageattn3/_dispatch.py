@@ -124,6 +124,10 @@ def _serve(prob, q, k, v, kernel: str, pv: str, lse=None):
     r = prob.select(plan, ms) if lse is None else prob.select(plan, ms, lse)
     if r[0] is None:
         return None, r[1], r[2]
+    mk = _policy.min_keys(kernel, prob.sm_arch)
+    if mk and prob.seq_k < mk:  # after select, so a call it refuses keeps that (first) reason
+        return None, "short_keys", (f"Sk = {prob.seq_k} < {mk}: on sm_{prob.sm_arch} SDPA is faster with this few "
+                                    "keys (cross-attention)")
     family, nbytes = r
     if (dev, family) not in _trusted:  # first use here, or disabled by its self-test
         r = _admit(prob, plan, ms, lse, r)

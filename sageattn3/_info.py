@@ -135,6 +135,8 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
     min_scores = _policy.min_scores("auto", arch_n)
     min_causal = _policy.min_scores("auto", arch_n, causal=True)
     side = int(min_scores ** 0.5)
+    min_keys = _policy.min_keys("auto", arch_n)
+    keys_rule = f", Sk >= {min_keys:,}" if min_keys else ""
 
     def causal_rule(op: str) -> str:
         """The causal threshold where it differs, e.g. '; causal: Sq*Sk >= N (e.g. Sq=Sk >= n)'."""
@@ -183,6 +185,7 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
             pv = _policy.default_pv(f, arch)
             if f in fams:
                 add(f"default call (kernel='auto'): {served}, Sq*Sk >= {min_scores:,} (e.g. Sq=Sk >= {side}){causal_rule('>=')}"
+                    + keys_rule
                     + (f", not served by {', '.join(ahead)}" if ahead else ""),
                     f"{f} kernel (pv={pv})", f"policy for sm_{arch}: {' -> '.join(order)}; {_PV_WHY.get(pv, '')}")
             else:
@@ -190,6 +193,9 @@ def _routes(dev: Dict[str, Any], build: Dict[str, Any], torch_ok: bool) -> List[
             ahead.append(f)
         add(f"Sq*Sk < {min_scores:,} (short sequences){causal_rule('<')}", sdpa,
             "launch and quantization overhead dominate there; SDPA is faster")
+        if min_keys:
+            add(f"Sk < {min_keys:,} (cross-attention on a short context, e.g. 512 text tokens)", sdpa,
+                "each query tile then runs only a few key tiles, and its fixed cost outweighs them; SDPA is faster")
     for f in _policy.FAMILIES:
         if f not in fams:
             add(f"kernel='{f}'", sdpa, f"{f} is not compiled for sm_{arch} in this build")

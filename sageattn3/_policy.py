@@ -46,6 +46,17 @@ MIN_SCORES_CAUSAL_BY_ARCH: Dict[int, int] = {
     90: 8192 * 8192,
 }
 
+# kernel="auto": a call with fewer keys than this (per arch where measured; 0 = no rule) goes to
+# SDPA, whatever its Sq*Sk: cross-attention on a short text context. Every query-tile CTA then runs
+# a few key tiles, so its fixed cost (Q load and quantization, pipeline fill, epilogue: ~7 tiles'
+# worth, cuda/hopper/NOTES.md v8) outweighs the loop. On sm_90, the Wan 2.2 14B cross-attention
+# (82,992 queries, 512 keys, 40 heads of 128) measured hopper at 0.73x SDPA, and Sk = Sq = 4096
+# (batch) at 1.15x; the fixed-cost model fitted to the two puts the crossover at 1536-2048 keys
+# (NOTES.md, v16).
+MIN_KEYS_BY_ARCH: Dict[int, int] = {
+    90: 2048,
+}
+
 # pv="auto": the P.V precision per family and arch (archs not listed: PV_FALLBACK).
 DEFAULT_PV: Dict[str, Dict[int, str]] = {
     # FP8 P.V is the faster mma path on sm89 and sm120, in its fp16-accumulate form (GeForce runs
@@ -133,3 +144,11 @@ def min_scores(kernel: str, sm_arch: int = 0, causal: bool = False) -> int:
         return 0
     plain = MIN_SCORES_BY_ARCH.get(sm_arch, MIN_SCORES_PER_HEAD)
     return MIN_SCORES_CAUSAL_BY_ARCH.get(sm_arch, plain) if causal else plain
+
+
+def min_keys(kernel: str, sm_arch: int = 0) -> int:
+    """kernel="auto": the fewest keys (Sk) a family serves; 0 for a forced family or an arch
+    without a measured rule."""
+    if kernel != "auto":
+        return 0
+    return MIN_KEYS_BY_ARCH.get(sm_arch, 0)

@@ -31,13 +31,14 @@ import tempfile
 from pathlib import Path
 
 from checkout_build import REPO, build_inplace, copy_worktree
-# name: (batch, heads, tokens, head_dim, causal): the shapes of `python -m sageattn3 bench`, all as
-# (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D)), and hd64-causal, which the
-# bench lacks but the D = 64 causal kernel instances need for their A/Bs
+# name: (batch, heads, tokens, head_dim, causal[, key tokens]): the shapes of `python -m sageattn3
+# bench`, all as (B,H,S,D) tensors here (the bench gives the Wan shapes as (B,S,H*D)); hd64-causal,
+# which the bench lacks but the D = 64 causal kernel instances need for their A/Bs; and wan-cross,
+# the Wan 2.2 14B step's cross-attention (82,992 queries on the 512 text tokens).
 SHAPES = {"flux": (1, 24, 4608, 128, False), "batch": (4, 40, 4096, 128, False), "16k": (1, 40, 16384, 128, False),
           "16k-causal": (1, 40, 16384, 128, True), "hd64": (1, 32, 16384, 64, False), "s1k": (1, 24, 1024, 128, False),
           "wan-832x480": (1, 40, 32760, 128, False), "wan-832x1216": (1, 40, 82992, 128, False),
-          "hd64-causal": (1, 32, 16384, 64, True)}
+          "hd64-causal": (1, 32, 16384, 64, True), "wan-cross": (1, 40, 82992, 128, False, 512)}
 
 
 def build(out: Path, rev: str | None) -> None:
@@ -117,8 +118,10 @@ def _child(name: str, shapes) -> None:
         return statistics.median(times_ms) * 1e3
 
     for s in shapes:
-        b, h, n, d, causal = SHAPES[s]
-        q, k, v = (torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        b, h, n, d, causal = SHAPES[s][:5]
+        nk = SHAPES[s][5] if len(SHAPES[s]) > 5 else n
+        q = torch.randn(b, h, n, d, device="cuda", dtype=torch.bfloat16)
+        k, v = (torch.randn(b, h, nk, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         sageattn3.reset_stats()
         th = median_us(lambda: sageattn3.sageattn(q, k, v, kernel="hopper", is_causal=causal))
         st = sageattn3.stats()

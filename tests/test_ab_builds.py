@@ -88,3 +88,19 @@ def test_a_failing_build_stops_the_run_with_its_error(tmp_path, monkeypatch):
 def test_bad_arguments_say_what_is_wrong(argv, msg):
     with pytest.raises(SystemExit, match=msg):
         ab.main(argv)
+
+
+def test_shapes_name_their_key_length_where_it_differs():
+    """wan-cross (the Wan 14B step's cross-attention) times 82,992 queries on 512 keys; the
+    self-attention shapes keep Sk = Sq."""
+    assert ab.SHAPES["wan-cross"] == (1, 40, 82992, 128, False, 512)
+    assert all(len(s) == 5 for n, s in ab.SHAPES.items() if n != "wan-cross")
+
+
+def test_short_key_sweep_lists_its_cases_without_a_gpu():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the sweep times for a minute; run it by hand")
+    r = subprocess.run([sys.executable, str(_SCRIPTS / "sweep_short_keys.py")], capture_output=True, text=True,
+                       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0 and "no CUDA device" in r.stdout and "512" in r.stdout, r.stderr

@@ -239,6 +239,20 @@ def test_auto_selects_hopper_on_sm90_and_falls_back_below_the_threshold():
     assert sageattn3.stats() == {"served": {"hopper": 1}, "fallback": {"short_seq": 1}}
 
 
+def test_auto_sends_short_key_cross_attention_to_sdpa():
+    """Enough scores (16384 x 1100 > 4096^2) but fewer keys than MIN_KEYS_BY_ARCH[90]: SDPA under
+    auto (reason short_keys, once per call), hopper when forced, both close to float64."""
+    q, k, v = make_qkv(1, 2, 2, 16384, 1100, 128)
+    sageattn3.reset_stats()
+    out = sageattn3.sageattn(q, k, v)
+    assert sageattn3.stats() == {"served": {}, "fallback": {"short_keys": 1}}
+    forced = sageattn3.sageattn(q, k, v, kernel="hopper")
+    assert sageattn3.stats()["served"] == {"hopper": 1}
+    rows = torch.randperm(16384, device="cuda")[:64].sort().values
+    for o in (out, forced):
+        _check_f64(o, q, k, v, "HND", None, False, rows=rows)
+
+
 def test_cuda_graph_capture():
     assert_graph_replays("hopper")
 

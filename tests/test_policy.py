@@ -64,9 +64,9 @@ def test_info_route_table_says_what_the_dispatcher_does(arch):
 class StubProblem:
     """What _C.problem returns for CUDA tensors, as far as _serve looks at it."""
 
-    def __init__(self, q, arch=89, answer=("mma", 4096), launch_error=None, causal=False):
+    def __init__(self, q, arch=89, answer=("mma", 4096), launch_error=None, causal=False, seq_k=4096):
         self.device, self.sm_arch, self.answer, self.launch_error = 0, arch, answer, launch_error
-        self.is_causal = causal
+        self.is_causal, self.seq_k = causal, seq_k
         self.selected, self.launched = [], []
         self.q = q
 
@@ -110,6 +110,28 @@ def test_serve_gives_causal_calls_their_own_length_threshold(gpu_like):
         p = StubProblem(q, arch=90, answer=("hopper", 4096), causal=causal)
         _dispatch._serve(p, q, q, q, "hopper", "auto")
         assert p.selected[0][1] == 0  # a forced family serves any length
+
+
+def test_serve_sends_short_key_calls_to_sdpa_on_sm90(gpu_like):
+    """Cross-attention on a short context (Sk < MIN_KEYS_BY_ARCH) goes to SDPA under auto, after
+    select (whose own refusal, e.g. short_seq, stays the reason where it has one); a forced family,
+    and archs without a measured rule, serve it."""
+    assert _policy.min_keys("auto", 90) == 2048 and _policy.min_keys("hopper", 90) == 0
+    assert _policy.min_keys("auto", 89) == 0 and _policy.min_keys("auto", 120) == 0
+    q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
+    p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=512)
+    out, key, detail = _dispatch._serve(p, q, q, q, "auto", "auto")
+    assert out is None and key == "short_keys" and "512 < 2048" in detail
+    assert p.launched == [] and len(p.selected) == 1
+    for seq_k in (2047, 2048):
+        p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=seq_k)
+        assert (_dispatch._serve(p, q, q, q, "auto", "auto")[1] is None) == (seq_k == 2048)
+    p = StubProblem(q, arch=90, answer=(None, "short_seq", "Sq*Sk small"), seq_k=512)
+    assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] == "short_seq"
+    p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=512)
+    assert _dispatch._serve(p, q, q, q, "hopper", "auto")[1] is None and len(p.launched) == 1
+    p = StubProblem(q, arch=89, answer=("mma", 4096), seq_k=77)
+    assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] is None
 
 
 def test_serve_reports_the_family_refusal(gpu_like):

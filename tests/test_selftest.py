@@ -29,7 +29,7 @@ class FakeProblem:
 
     def __init__(self, device=0, arch=120, serves=("mma", "hopper"), nbytes=4096):
         self.device, self.sm_arch, self.serves, self.nbytes = device, arch, serves, nbytes
-        self.is_causal = False
+        self.is_causal, self.seq_k = False, 4096
         self.selected, self.launched = [], []
 
     def select(self, plan, min_scores, lse=None):
