@@ -56,6 +56,13 @@
  *               rounding after each 16 keys), so a kernel may differ by one extra fp16
  *               rounding (2^-11 relative) of a partial per 16 keys; bounded that way, not exact.
  * 7. out = O / l (fp32 division); a row with l == 0 is written as zeros.
+ *    v_mean_fix (INT8_FP8 and INT8_FP8_F16ACC only): then out[d] += vfix[d], where
+ *    esum[d] = sum over s < Sk, in increasing s, of (vq[s,d] - V[s,d] * vinv[d]) (fp32; the
+ *    product is the one step 6 rounds) and vfix[d] = vinv[d] > 0 ? -(esum[d] / vinv[d]) / Sk
+ *    : 0: minus the mean of V's e4m3 rounding error over all keys. With P summing to 1 over a
+ *    row, that mean is the part of the V error every row shares; what stays is weighted by
+ *    p - 1/Sk. On diffuse rows this is most of it (cuda/hopper/NOTES.md, v16); on sharp rows
+ *    the shared part, and the fix, are negligible.
  * 8. LSE (only when p->lse is set): lse = (m + log2f(l)) * ln(2) + corr, natural log, fp32,
  *    where m and l are the row's final running max and sum above (so it is the LSE of the
  *    scores this mode computes: quantized, of the smoothed K) and corr = sm_scale *
@@ -361,6 +368,7 @@ typedef struct ref_ws {
     float *kbs;    /* (Sk, ngd) NVFP4 block scales */
     float *vq;     /* (Sk, D) V as the PV product sees it (rounded / codes) */
     float *vdeq;   /* (D) INT8_FP8 per-channel dequantization factor */
+    float *vfix;   /* (D) INT8_FP8 with v_mean_fix: minus the mean rounding error of V */
     float *vbs;    /* (ngt, D) NVFP4 V block scales */
     /* per (b, hq) */
     float *qs;     /* (Sq, D) Q minus its block means (or a copy of Q) */
@@ -399,6 +407,7 @@ static void ws_free(ref_ws *w) {
     free(w->kbs);
     free(w->vq);
     free(w->vdeq);
+    free(w->vfix);
     free(w->vbs);
     free(w->qs);
     free(w->qm);
@@ -447,6 +456,7 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
         w->qscale = (float *)alloc_array(nqb, sizeof(float), &st);
         w->gmax = (float *)alloc_array(nkb > nqb ? nkb : nqb, sizeof(float), &st);
         w->vdeq = (float *)alloc_array(D, sizeof(float), &st);
+        w->vfix = (float *)alloc_array(D, sizeof(float), &st);
     }
     if (fp4) {
         w->kc = (float *)alloc_array(skd, sizeof(float), &st);
@@ -516,14 +526,21 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
                 }
             }
         }
+        for (d = 0; d < D; ++d) {
+            w->vfix[d] = 0.0f; /* the error sum until the loop below turns it into the fix */
+        }
         for (s = 0; s < Sk; ++s) {
             for (d = 0; d < D; ++d) {
                 float vinv = vamax[d] >= FLT_MIN ? vtarget / vamax[d] : 0.0f;
-                w->vq[s * D + d] = sa3_round_e4m3(v[s * D + d] * vinv);
+                float x = v[s * D + d] * vinv;
+                w->vq[s * D + d] = sa3_round_e4m3(x);
+                w->vfix[d] += w->vq[s * D + d] - x;
             }
         }
         for (d = 0; d < D; ++d) {
+            float vinv = vamax[d] >= FLT_MIN ? vtarget / vamax[d] : 0.0f;
             w->vdeq[d] = (vamax[d] / vtarget) / SA3_E4M3_MAX;
+            w->vfix[d] = p->v_mean_fix && vinv > 0.0f ? -(w->vfix[d] / vinv) / (float)Sk : 0.0f;
         }
         break;
     }
@@ -785,12 +802,14 @@ static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, cons
     }
     for (d = 0; d < D; ++d) {
         float od = o[d];
+        float fix = 0.0f;
         if (p->mode == SA3_REF_INT8_FP8 || p->mode == SA3_REF_INT8_FP8_F16ACC) {
             od *= w->vdeq[d];
+            fix = w->vfix[d];
         } else if (p->mode == SA3_REF_NVFP4) {
             od *= c->v_glob;
         }
-        out[d] = od / l;
+        out[d] = od / l + fix;
     }
     return 0;
 }
