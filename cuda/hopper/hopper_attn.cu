@@ -326,14 +326,14 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     float ot[DP / 2];
     uint32_t pa[4][4];
 
-    /* Two forms of the loop (cuda/hopper/NOTES.md, v11 and v12, has the measurements that chose them):
+    /* Two forms of the loop (cuda/hopper/NOTES.md has the measurements that chose them):
      * - overlapped (D = 128, two consumers, not causal): each tile's P.V runs under the next
      *   tile's softmax;
      * - serial (the rest): the O update runs under the next tile's QK^T (at D = 128 with three
      *   consumers it cannot: S, O and the P.V product would not fit in 160 registers, so the
      *   QK^T follows the O update), and the consumers take turns issuing their GEMMs, round
      *   robin (named barrier 1 + NC + c is consumer c's turn), so one's softmax runs under the
-     *   others' tensor work (causal calls too: NOTES.md, v14, has both measurements). */
+     *   others' tensor work (causal calls too). */
     constexpr bool kOverlapPV = DP == 128 && !CAUSAL && NC == 2;
     constexpr bool kLateQK = DP == 128 && NC == 3; /* 160 registers: S, O and the P.V product never all live */
     constexpr bool kPingPong = !kOverlapPV;
@@ -508,7 +508,7 @@ sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t s
 }
 
 /* Time per query row of the three-consumer D = 128 loop (serial, 160 registers) relative to the
- * two-consumer one (overlapped, 240); NOTES.md, v12, has the measurement behind it. */
+ * two-consumer one (overlapped, 240), as measured (NOTES.md). */
 constexpr double kRowCost3 = 0.96;
 
 /* 3 or 2 consumers for a non-causal D = 128 pass: the one whose whole waves of CTAs (1 per SM)

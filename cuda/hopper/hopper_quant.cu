@@ -233,7 +233,7 @@ __device__ __forceinline__ void column_stats(const T *base, int64_t stride_s, in
 constexpr int kMaxCluster = 8;    /* the portable cluster size: every sm_90 part schedules it */
 /* prep_kernel's CTAs per SM (__launch_bounds__). At D = 128 a thread holds a block's 32 pieces
  * while it issues the next block's prefetch, which 64 registers (4 CTAs) do not hold; 3 CTAs
- * give it 80 (cuda/hopper/NOTES.md, v15, has the A/B). */
+ * give it 80. */
 template <int DP>
 constexpr int prep_ctas_per_sm() { return DP == 128 ? 3 : 4; }
 

@@ -103,7 +103,7 @@ __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
     asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
-/* ---- programmatic dependent launch (cuda/hopper/NOTES.md, v10) ----
+/* ---- programmatic dependent launch ----
  * The attention kernel is launched with programmatic stream serialization: its CTAs may start
  * while the pre-pass's last CTAs still run, do work that reads only the caller's tensors, and
  * wait here before touching what the pre-pass wrote.
