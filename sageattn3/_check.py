@@ -419,12 +419,13 @@ def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
 # Each family's numerics as the C reference (csrc/sa3_reference.c) spells them: the P.V modes it
 # has and the reference's scale-group arguments. mma: INT8 scales follow its mma.sync layout;
 # hopper: one Q scale per row, 4 K scales per 128-key block (keys by (j % 8) // 2, the lane of
-# the wgmma accumulator quad that holds their scores), FP8 P.V only.
+# the wgmma accumulator quad that holds their scores), FP8 P.V only, minus the mean rounding
+# error of V added to every row (v_mean_fix).
 # nvfp4: one numerics whatever pv says (NVFP4 Q, K, P, V; "mode" names the reference mode),
 # KV blocks of 64 keys, Q minus its mean per 64-row block (the kernel's CTA tile).
 FAMILY_NUMERICS = {
     "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma"}},
-    "hopper": {"pvs": ("fp8",), "ref": {"granularity": "quad", "q_block": 1, "k_block": 128}},
+    "hopper": {"pvs": ("fp8",), "ref": {"granularity": "quad", "q_block": 1, "k_block": 128, "v_mean_fix": True}},
     "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64, "q_block": 64,
                                                           "per_block_mean": True}},
 }

@@ -54,20 +54,20 @@ struct Smem {
     static constexpr int v_off = k_off + NS * kK;
     static constexpr int bar_off = v_off + NS * kV;  /* fullK, fullV, emptyK, emptyV: NS each */
     static constexpr int row_off = bar_off + 4 * NS * 8; /* per-row Q scale and LSE term */
-    static constexpr int vs_off = row_off + 2 * NC * 64 * 4; /* each consumer's copy of the V scales */
+    static constexpr int vs_off = row_off + 2 * NC * 64 * 4; /* each consumer's V scales, then V fixes */
     static constexpr int o_pitch = DP * 2 + 16;           /* padded: the fragment stores hit 32 banks */
-    static constexpr int o_off = vs_off + NC * DP * 4;    /* each consumer's 64 output rows */
+    static constexpr int o_off = vs_off + NC * 2 * DP * 4; /* each consumer's 64 output rows */
     static constexpr int bytes = o_off + NC * 64 * o_pitch;
     static constexpr int alloc = bytes + 1024; /* the base is aligned to 1024 by hand */
 };
 
 /* Q rows [q0, q0+64) of (b, hq) -> INT8 rows in shared memory, one scale per row; 2 threads a
  * row. Also writes per row scale_q * sm_scale * log2(e) and sm_scale * q.mean(K) (the LSE term
- * that K smoothing removed), and stages the head's V scales in `vs` for the epilogue. Rows past Sq
- * become zeros. */
+ * that K smoothing removed), and stages the head's V scales and V fixes in `vs` (DP each) for the
+ * epilogue. Rows past Sq become zeros. */
 template <int DP, typename T>
 __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const float *kmean, const float *vscale,
-                                                float *vs, int8_t *sq,
+                                                const float *vfix, float *vs, int8_t *sq,
                                                 float *row_scale, float *row_lse, int64_t b, int64_t hq,
                                                 int64_t q0, int tid) {
     constexpr int PER = DP / 2;
@@ -95,7 +95,9 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
         km[4 * i + 3] = m4.w;
     }
     float4 vs4 = make_float4(0.f, 0.f, 0.f, 0.f);
-    if (tid < DP / 4) vs4 = reinterpret_cast<const float4 *>(vscale)[tid];
+    if (tid < DP / 2)
+        vs4 = tid < DP / 4 ? reinterpret_cast<const float4 *>(vscale)[tid]
+                           : reinterpret_cast<const float4 *>(vfix)[tid - DP / 4];
     float amax = 0.f, qm = 0.f;
 #pragma unroll
     for (int i = 0; i < PER; ++i) {
@@ -122,7 +124,7 @@ __device__ __forceinline__ void load_quantize_q(const sa3_problem &p, const floa
         *reinterpret_cast<uint4 *>(sq + swizzled_offset(r, half * (PER / 16) + c, DP)) =
             make_uint4(w[0], w[1], w[2], w[3]);
     }
-    if (tid < DP / 4) reinterpret_cast<float4 *>(vs)[tid] = vs4;
+    if (tid < DP / 2) reinterpret_cast<float4 *>(vs)[tid] = vs4;
     if (half == 0) {
         row_scale[r] = (amax / 127.f) * (p.scale * kLog2e);
         row_lse[r] = qm * p.scale;
@@ -304,8 +306,9 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     /* The epilogue's V scales are staged in shared memory with the Q load, where their load hides:
      * read from global memory between the output stores, each would wait out its own latency
      * (the compiler cannot move a load above a store that may alias it). */
-    float *vs = reinterpret_cast<float *>(smem + L::vs_off) + cw * DP;
-    load_quantize_q<DP, T>(p, w.kmean + bhk * DP, w.vscale + bhk * DP, vs, sq + cw * L::kQ, row_scale + cw * 64,
+    float *vs = reinterpret_cast<float *>(smem + L::vs_off) + cw * 2 * DP;
+    load_quantize_q<DP, T>(p, w.kmean + bhk * DP, w.vscale + bhk * DP, w.vfix + bhk * DP, vs, sq + cw * L::kQ,
+                           row_scale + cw * 64,
                            row_lse + cw * 64, b, hq, q0, tid);
     fence_proxy_async_smem();
     named_barrier_sync(1 + cw, 128);
@@ -459,12 +462,14 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         step(ntiles - 1, std::false_type{});
     }
 
-    /* Epilogue: O * vscale / l in the caller's layout and dtype; the LSE when asked for. */
+    /* Epilogue: O * vscale / l + vfix in the caller's layout and dtype; the LSE when asked for. */
     l[0] += __shfl_xor_sync(0xffffffffu, l[0], 1);
     l[0] += __shfl_xor_sync(0xffffffffu, l[0], 2);
     l[1] += __shfl_xor_sync(0xffffffffu, l[1], 1);
     l[1] += __shfl_xor_sync(0xffffffffu, l[1], 2);
     const float inv0 = l[0] > 0.f ? 1.f / l[0] : 0.f, inv1 = l[1] > 0.f ? 1.f / l[1] : 0.f;
+    /* V's fix (the reference's v_mean_fix) goes to rows that saw a key; the others stay 0 */
+    const float live0 = l[0] > 0.f ? 1.f : 0.f, live1 = l[1] > 0.f ? 1.f : 0.f;
     /* Through shared memory: from the fragments, a warp's store covers 8 rows with 16 bytes
      * each; staged, each row leaves as whole 16-byte chunks, 8 of a warp's lanes per row. */
     uint8_t *so = smem + L::o_off + cw * 64 * L::o_pitch;
@@ -472,10 +477,11 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
     for (int g = 0; g < DP / 8; ++g) {
         const int col = 8 * g + 2 * t;
         const float2 v = *reinterpret_cast<const float2 *>(vs + col);
+        const float2 f = *reinterpret_cast<const float2 *>(vs + DP + col);
         *reinterpret_cast<uint32_t *>(so + r0 * L::o_pitch + col * 2) =
-            sa3_pack2<T>(o[4 * g] * v.x * inv0, o[4 * g + 1] * v.y * inv0);
+            sa3_pack2<T>(fmaf(f.x, live0, o[4 * g] * v.x * inv0), fmaf(f.y, live0, o[4 * g + 1] * v.y * inv0));
         *reinterpret_cast<uint32_t *>(so + r1 * L::o_pitch + col * 2) =
-            sa3_pack2<T>(o[4 * g + 2] * v.x * inv1, o[4 * g + 3] * v.y * inv1);
+            sa3_pack2<T>(fmaf(f.x, live1, o[4 * g + 2] * v.x * inv1), fmaf(f.y, live1, o[4 * g + 3] * v.y * inv1));
     }
     named_barrier_sync(1 + cw, 128);
     T *out = static_cast<T *>(p.o) + b * p.o_stride[0] + hq * p.o_stride[1];

@@ -11,7 +11,9 @@
  *   1. statistics: each CTA's column sums of K (or column max|V|) over its blocks, combined
  *      through distributed shared memory in rank order.
  *   2. quantization: the CTA's blocks again, last first (the ones phase 1 read last are the
- *      ones the L2 still holds), into INT8 K tiles or FP8 V^T tiles.
+ *      ones the L2 still holds), into INT8 K tiles or FP8 V^T tiles. A V CTA also sums each
+ *      channel's rounding error (code - V * vinv), combined through distributed shared memory
+ *      in rank order at the end into vfix (the reference's v_mean_fix, step 7).
  * The mean and the V scale need every token before any token can be quantized; the cluster
  * barrier is that dependency, so there is no second launch and no partial result in global
  * memory. */
@@ -155,7 +157,7 @@ __device__ __forceinline__ int v8_word(int key, int g) {
  * (full L2 sectors, not 16-byte pieces of a line from several warps). */
 template <int DP, typename T>
 __device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Workspace &w, int64_t bh, int64_t blk,
-                                              const float *s_vinv, uint8_t (*s_v8)[DP]) {
+                                              const float *s_vinv, uint8_t (*s_v8)[DP], float (&err)[8]) {
     constexpr int CPR = Block<DP>::CPR, PER = Block<DP>::PER;
     constexpr int kChunks = kBlockN / 16; /* 16-byte chunks per V^T row */
     const int tid = threadIdx.x, c = tid % CPR;
@@ -163,12 +165,18 @@ __device__ __forceinline__ void quant_v_block(const Block<DP> &blkr, const Works
     for (int i = 0; i < PER; ++i) {
         const int r = (tid + i * kThreads) / CPR;
         const float *sv = s_vinv + c * 8;
-        /* cvt.rn.satfinite: RNE, clamp to +-448; padding is 0 and stays 0 */
-        const uint32_t lo = pack_e4m3(elem<T>(blkr.raw[i], 0) * sv[0], elem<T>(blkr.raw[i], 1) * sv[1],
-                                      elem<T>(blkr.raw[i], 2) * sv[2], elem<T>(blkr.raw[i], 3) * sv[3]);
-        const uint32_t hi = pack_e4m3(elem<T>(blkr.raw[i], 4) * sv[4], elem<T>(blkr.raw[i], 5) * sv[5],
-                                      elem<T>(blkr.raw[i], 6) * sv[6], elem<T>(blkr.raw[i], 7) * sv[7]);
+        float x[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) x[e] = elem<T>(blkr.raw[i], e) * sv[e];
+        /* cvt.rn.satfinite: RNE, clamp to +-448; padding is 0 and stays 0 (and adds no error) */
+        const uint32_t lo = pack_e4m3(x[0], x[1], x[2], x[3]);
+        const uint32_t hi = pack_e4m3(x[4], x[5], x[6], x[7]);
         *reinterpret_cast<uint2 *>(&s_v8[r][4 * v8_word<DP>(r, 2 * c)]) = make_uint2(lo, hi);
+        float dq[8];
+        unpack_e4m3(lo, reinterpret_cast<float (&)[4]>(dq[0]));
+        unpack_e4m3(hi, reinterpret_cast<float (&)[4]>(dq[4]));
+#pragma unroll
+        for (int e = 0; e < 8; ++e) err[e] += dq[e] - x[e];
     }
     __syncthreads();
     /* Task (channel group g of 4, position chunk pc of 16): DP/4 * 8 tasks, pc fastest. */
@@ -264,6 +272,24 @@ __device__ __forceinline__ void combine_cluster(const sa3_problem &p, const Work
     }
 }
 
+/* V's rounding-error sums of every CTA (s_err, after a cluster barrier) into vfix = -(sum /
+ * vinv) / Sk per channel, in rank order as combine_cluster; rank 0 only. */
+template <int DP>
+__device__ __forceinline__ void publish_vfix(const sa3_problem &p, const Workspace &w, int64_t bh,
+                                             const float *s_err, const float *s_vinv) {
+    const int tid = threadIdx.x;
+    if (tid >= DP || cluster_rank() != 0) return;
+    const uint32_t n = cluster_size();
+    float x[kMaxCluster];
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) x[r] = (uint32_t)r < n ? ld_cluster_f32(s_err + tid, r) : 0.f;
+    float acc = 0.f;
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) acc += x[r];
+    const float vinv = s_vinv[tid];
+    w.vfix[bh * DP + tid] = vinv > 0.f ? -(acc / vinv) / (float)p.seq_k : 0.f;
+}
+
 template <int DP>
 struct PrepSmem {
     union {
@@ -330,9 +356,10 @@ __device__ __forceinline__ void prep_cta(const sa3_problem &p, const Workspace &
     combine_cluster<DP, IS_V>(p, w, bh, smooth_k, sm.stat, sm.col);
     cluster_arrive_relaxed(); /* done reading the other CTAs' s_stat (they wait for it to exit) */
     __syncthreads();          /* s_col */
+    float err[8] = {0, 0, 0, 0, 0, 0, 0, 0}; /* V: this thread's channels' rounding-error sums */
     for (;;) {
         if (IS_V) {
-            quant_v_block<DP, T>(blkr, w, bh, blk, sm.col, sm.v8);
+            quant_v_block<DP, T>(blkr, w, bh, blk, sm.col, sm.v8, err);
         } else {
             quant_k_block<DP, T>(blkr, p, w, bh, blk, sm.col, sm.kred);
         }
@@ -343,7 +370,18 @@ __device__ __forceinline__ void prep_cta(const sa3_problem &p, const Workspace &
         __syncthreads();
         if (blk > blk0) prefetch_block<DP, T>(head_base<T, IS_V>(p, bh), stride_s, blk - 1, p, sm.u.next, last_use);
     }
-    cluster_wait_acquire();
+    cluster_wait_acquire(); /* every CTA has read s_stat: it may be overwritten */
+    if (IS_V) {
+        /* u.red is free (no prefetch is in flight after the last block); the column sums of err
+         * over this CTA's rows, then rank 0 combines them. */
+        sa3_reduce_columns<DP, kThreads / (DP / 8), false>(err, sm.u.red, threadIdx.x / (DP / 8),
+                                                           threadIdx.x % (DP / 8), sm.stat);
+        cluster_arrive_release(); /* s_stat (now the error sums), to rank 0 */
+        cluster_wait_acquire();
+        publish_vfix<DP>(p, w, bh, sm.stat, sm.col);
+        cluster_arrive_relaxed(); /* rank 0 has read them: the others may exit */
+        cluster_wait_acquire();
+    }
 }
 
 /* grid (C * 2 * B*Hkv) in clusters of C along x: cluster 2*bh quantizes head bh's K, 2*bh + 1

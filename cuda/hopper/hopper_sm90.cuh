@@ -4,6 +4,7 @@
  * spelled out because inline asm takes no arrays. */
 #pragma once
 
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 namespace sa3h {
@@ -23,6 +24,24 @@ __device__ __forceinline__ uint32_t pack_e4m3(float a, float b, float c, float d
         : "=r"(r)
         : "f"(a), "f"(b), "f"(c), "f"(d));
     return r;
+}
+
+/* The four codes of pack_e4m3's result back as floats, in its argument order (exact: every e4m3
+ * value is an f16 value). */
+__device__ __forceinline__ void unpack_e4m3(uint32_t codes, float (&f)[4]) {
+    uint32_t lo, hi;
+    asm("{\n.reg .b16 a, b;\n"
+        "mov.b32 {a, b}, %2;\n"
+        "cvt.rn.f16x2.e4m3x2 %0, a;\n"
+        "cvt.rn.f16x2.e4m3x2 %1, b;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(codes));
+    const float2 x = __half22float2(*reinterpret_cast<const __half2 *>(&lo));
+    const float2 y = __half22float2(*reinterpret_cast<const __half2 *>(&hi));
+    f[0] = x.x;
+    f[1] = x.y;
+    f[2] = y.x;
+    f[3] = y.y;
 }
 
 /* ---- mbarrier ---- */

@@ -27,6 +27,7 @@ struct Workspace {
     uint8_t *vq;    /* [B*Hkv][nblk][DP][128 keys] e4m3 of V^T, keys permuted per 32, swizzled */
     float *vscale;  /* [B*Hkv][DP] max|V| / 448 per channel                                  */
     float *kmean;   /* [B*Hkv][DP] the mean subtracted from K (for the LSE)                  */
+    float *vfix;    /* [B*Hkv][DP] minus the mean e4m3 rounding error of V (added to each row) */
     int64_t nblk;    /* ceil(Sk / 128) */
     int dp;          /* padded head dim: 64 or 128 */
     size_t bytes;
@@ -48,6 +49,7 @@ static inline Workspace workspace_layout(void *base, int64_t batch, int64_t head
     w.kscale = sa3_carve<float>(b, &off, bh * w.nblk * kKGroups);
     w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
     w.kmean = sa3_carve<float>(b, &off, bh * w.dp);
+    w.vfix = sa3_carve<float>(b, &off, bh * w.dp);
     w.bytes = off;
     return w;
 }
