@@ -253,6 +253,24 @@ def test_auto_sends_short_key_cross_attention_to_sdpa():
         _check_f64(o, q, k, v, "HND", None, False, rows=rows)
 
 
+def test_v_rounding_bias_is_removed():
+    """V whose e4m3 codes all round the same way (every key but one at 0.53, so 0.53 * 448 lands
+    between two codes; key 0 at 1.0 sets the scale): without the kernel's V fix (the reference's
+    v_mean_fix) every output is off by that rounding error, the same sign everywhere; with it the
+    mean signed error against float64 is a small fraction of it."""
+    sq, sk, d = 300, 1000, 128
+    q, k, _ = make_qkv(1, 2, 2, sq, sk, d)
+    v = torch.full((1, 2, sk, d), 0.53, device="cuda").to(torch.bfloat16)
+    v[:, :, 0] = 1.0
+    out = run_hopper(q, k, v)
+    vf = v.float()
+    scale = 448.0 / vf.abs().amax(dim=2, keepdim=True)
+    err = ((vf * scale).to(torch.float8_e4m3fn).float() / scale - vf).mean().item()
+    assert err > 2e-3  # the inputs do what the test needs: a shared, one-signed rounding error
+    bias = (out.double() - ref64(q, k, v)).mean().item()
+    assert abs(bias) < err / 4, (bias, err)
+
+
 def test_cuda_graph_capture():
     assert_graph_replays("hopper")
 
