@@ -1,7 +1,8 @@
 """Where the hopper family overtakes SDPA as the key count grows (cross-attention on a short
 context): the measurement behind `_policy.MIN_KEYS_BY_ARCH`.
 
-    python scripts/sweep_short_keys.py [--out FILE.json]     # on the GPU; ~1 min on an H200
+    python scripts/sweep_short_keys.py [--out FILE.json] [--queries 8192x24,...] [--keys 2048,...]
+                                                             # on the GPU; ~1 min on an H200
 
 For each query length (the Wan 2.2 latents, 16k, flux) and key length (CLIP's 257, T5's 512, up to
 4096) it times `sageattn(kernel="hopper")`, `kernel="mma"` and SDPA the way the bench does
@@ -19,13 +20,24 @@ QUERIES = ((82992, 40), (32760, 40), (16384, 40), (4608, 24))  # (Sq, heads), D 
 KEYS = (77, 257, 512, 1024, 1536, 2048, 3072, 4096)
 
 
+def option(argv, name, default):
+    return argv[argv.index(name) + 1] if name in argv else default
+
+
+def parse_queries(text: str):
+    """'8192x24,4608x40' -> ((8192, 24), (4608, 40)): query length x heads."""
+    return tuple(tuple(int(n) for n in item.split("x")) for item in text.split(","))
+
+
 def main(argv) -> int:
-    out = argv[argv.index("--out") + 1] if "--out" in argv else None
+    out = option(argv, "--out", None)
+    queries = parse_queries(option(argv, "--queries", ",".join(f"{s}x{h}" for s, h in QUERIES)))
+    keys = tuple(int(n) for n in option(argv, "--keys", ",".join(map(str, KEYS))).split(","))
     import torch
 
     if not torch.cuda.is_available():
         print("no CUDA device: would time hopper, mma and SDPA at Sq x heads in "
-              f"{QUERIES} against Sk in {KEYS}")
+              f"{queries} against Sk in {keys}")
         return 0
     import torch.nn.functional as F
 
@@ -37,8 +49,8 @@ def main(argv) -> int:
         return statistics.median(times_ms) * 1e3
 
     rows = []
-    for sq, h in QUERIES:
-        for sk in KEYS:
+    for sq, h in queries:
+        for sk in keys:
             q = torch.randn(1, h, sq, 128, device="cuda", dtype=torch.bfloat16)
             k, v = (torch.randn(1, h, sk, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
             r = {"sq": sq, "heads": h, "sk": sk,

@@ -220,9 +220,9 @@ def test_info_routes_for_a_device_with_kernels(monkeypatch):
         assert _policy.plan(90, "auto", "auto") == (("hopper", "fp8"), "sdpa")
         assert main["path"] == "hopper kernel (pv=fp8)" and "kernel='auto'" in main["case"]
         assert "16,777,216" in main["case"] and "policy for sm_90" in main["why"]
-        assert "Sk >= 2,048" in main["case"]  # short-context cross-attention goes to SDPA
+        assert "Sk >= 1,536" in main["case"]  # short-context cross-attention goes to SDPA
         paths = {r["case"]: r["path"] for r in routes}
-        assert paths["Sk < 2,048 (cross-attention on a short context, e.g. 512 text tokens)"] == "SDPA"
+        assert paths["Sk < 1,536 (cross-attention on a short context, e.g. 512 text tokens)"] == "SDPA"
         assert paths["default call that hopper can't serve"] == "SDPA"
         assert paths["kernel='mma' (forced, any length)"] == "mma kernel (pv=fp16)"
         assert paths["kernel='hopper' (forced, any length)"] == "hopper kernel (pv=fp8)"

@@ -116,16 +116,16 @@ def test_serve_sends_short_key_calls_to_sdpa_on_sm90(gpu_like):
     """Cross-attention on a short context (Sk < MIN_KEYS_BY_ARCH) goes to SDPA under auto, after
     select (whose own refusal, e.g. short_seq, stays the reason where it has one); a forced family,
     and archs without a measured rule, serve it."""
-    assert _policy.min_keys("auto", 90) == 2048 and _policy.min_keys("hopper", 90) == 0
+    assert _policy.min_keys("auto", 90) == 1536 and _policy.min_keys("hopper", 90) == 0
     assert _policy.min_keys("auto", 89) == 0 and _policy.min_keys("auto", 120) == 0
     q = torch.randn(1, 2, 64, 64, dtype=torch.float16)
     p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=512)
     out, key, detail = _dispatch._serve(p, q, q, q, "auto", "auto")
-    assert out is None and key == "short_keys" and "512 < 2048" in detail
+    assert out is None and key == "short_keys" and "512 < 1536" in detail
     assert p.launched == [] and len(p.selected) == 1
-    for seq_k in (2047, 2048):
+    for seq_k in (1535, 1536):
         p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=seq_k)
-        assert (_dispatch._serve(p, q, q, q, "auto", "auto")[1] is None) == (seq_k == 2048)
+        assert (_dispatch._serve(p, q, q, q, "auto", "auto")[1] is None) == (seq_k == 1536)
     p = StubProblem(q, arch=90, answer=(None, "short_seq", "Sq*Sk small"), seq_k=512)
     assert _dispatch._serve(p, q, q, q, "auto", "auto")[1] == "short_seq"
     p = StubProblem(q, arch=90, answer=("hopper", 4096), seq_k=512)
