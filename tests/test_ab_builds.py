@@ -104,3 +104,14 @@ def test_short_key_sweep_lists_its_cases_without_a_gpu():
     r = subprocess.run([sys.executable, str(_SCRIPTS / "sweep_short_keys.py")], capture_output=True, text=True,
                        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert r.returncode == 0 and "no CUDA device" in r.stdout and "512" in r.stdout, r.stderr
+
+
+def test_short_key_sweep_takes_its_shapes_from_the_command_line():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("on a GPU the sweep times; run it by hand")
+    r = subprocess.run([sys.executable, str(_SCRIPTS / "sweep_short_keys.py"), "--queries", "8192x24,4608x40",
+                        "--keys", "1536,2560"], capture_output=True, text=True, cwd=ROOT,
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert r.returncode == 0, r.stderr
+    assert "((8192, 24), (4608, 40))" in r.stdout and "(1536, 2560)" in r.stdout, r.stdout
