@@ -365,8 +365,11 @@ def run(args) -> dict:
           flush=True)
     cos = cosine(out_sdpa, out_node)
     print(f"speedup {s_sdpa / s_node:.3f}x, output cosine vs SDPA {cos:.6f}", flush=True)
-    print(f"per step: {calls['served'] // n_runs} calls on sageattn3 {calls['served_by_kernel']}, "
-          f"fallback {{{', '.join(f'{r}: {n // n_runs}' for r, n in calls['fallback'].items())}}}", flush=True)
+    per_step = {"served": calls["served"] // n_runs,
+                "served_by_kernel": {k: v // n_runs for k, v in calls["served_by_kernel"].items()},
+                "fallback": {k: v // n_runs for k, v in calls["fallback"].items()}}
+    print(f"per step: {per_step['served']} calls on sageattn3 {per_step['served_by_kernel']}, "
+          f"fallback {{{', '.join(f'{r}: {n}' for r, n in per_step['fallback'].items())}}}", flush=True)
     if calls["served"] == 0:
         print("WARNING: no attention call was served by sageattn3: the node run measured ComfyUI's "
               "attention", flush=True)
@@ -378,9 +381,7 @@ def run(args) -> dict:
         "comfy_attention": attn_fn, "kernel": args.kernel, "warmup": warmup, "iters": iters,
         "sdpa": {"s_per_step": s_sdpa, "runs_s": t_sdpa, "peak_above_inputs_gib": _gib(m_sdpa)},
         "node": {"s_per_step": s_node, "runs_s": t_node, "peak_above_inputs_gib": _gib(m_node),
-                 "calls_per_step": {"served": calls["served"] // n_runs,
-                                    "served_by_kernel": {k: v // n_runs for k, v in calls["served_by_kernel"].items()},
-                                    "fallback": {k: v // n_runs for k, v in calls["fallback"].items()}}},
+                 "calls_per_step": per_step},
         "speedup": s_sdpa / s_node, "cosine_vs_sdpa": cos,
         "env": environment(comfy_path),
         "when": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
