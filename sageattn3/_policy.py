@@ -49,8 +49,8 @@ MIN_SCORES_CAUSAL_BY_ARCH: Dict[int, int] = {
 # kernel="auto": a call with fewer keys than this (per arch where measured; 0 = no rule) goes to
 # SDPA, whatever its Sq*Sk: cross-attention on a short text context. Every query-tile CTA then runs
 # a few key tiles, so its fixed cost (Q load and quantization, pipeline fill, epilogue) outweighs
-# the loop. On sm_90 (H200, scripts/sweep_short_keys.py over 10 query shapes from 4096x24 to
-# 82992x40 heads): at 1024 keys hopper is 0.87-0.98x SDPA everywhere, at 1536 it is 1.00-1.09x
+# the loop. On sm_90 (H200, scripts/sweep_short_keys.py over 10 query shapes from 2304x24 to
+# 82992x40 heads): at 1024 keys hopper is 0.72-0.98x SDPA everywhere, at 1536 it is 1.00-1.09x
 # wherever MIN_SCORES_BY_ARCH lets it serve (Sq >= 8192 there); the Wan 14B cross-attention
 # (512 keys) is 0.80x. Below Sq = 8192 the score rule already binds (it asks for more keys).
 MIN_KEYS_BY_ARCH: Dict[int, int] = {
