@@ -3,7 +3,7 @@ every padded head dim, every PV mode, all layouts, for the mma family and (where
 hopper family, LSE output included. Exits non-zero on a NaN output.
 SANITIZE_FAMILIES=hopper (or mma) runs one family's cases only: racecheck over both takes minutes.
 SANITIZE_CASE=i runs only case i (0-based, of the list below), so racecheck can be run (and
-time-limited) case by case."""
+time-limited) case by case; `--count` prints how many cases there are."""
 import os
 import sys
 
@@ -29,6 +29,9 @@ cases = [  # b, hq, hkv, sq, sk, d, causal, layout
 # one that takes hopper's three-consumer D = 128 CTAs on this GPU
 _h = three_consumer_query_heads()
 cases.append((1, _h, _h // 2, 377, 300, 128, False, "HND"))
+if "--count" in sys.argv:  # for scripts/sanitize.sh, which runs racecheck one case per process
+    print(len(cases))
+    sys.exit(0)
 only = os.environ.get("SANITIZE_FAMILIES")
 if os.environ.get("SANITIZE_CASE", "") != "":
     cases = [cases[int(os.environ["SANITIZE_CASE"])]]
