@@ -56,10 +56,12 @@
  *               rounding after each 16 keys), so a kernel may differ by one extra fp16
  *               rounding (2^-11 relative) of a partial per 16 keys; bounded that way, not exact.
  * 7. out = O / l (fp32 division); a row with l == 0 is written as zeros.
- *    v_mean_fix (INT8_FP8 and INT8_FP8_F16ACC only): then out[d] += vfix[d], where
+ *    v_mean_fix (INT8_FP8, INT8_FP8_F16ACC and NVFP4): then out[d] += vfix[d], where
  *    esum[d] = sum over s < Sk, in increasing s, of (vq[s,d] - V[s,d] * vinv[d]) (fp32; the
  *    product is the one step 6 rounds) and vfix[d] = vinv[d] > 0 ? -(esum[d] / vinv[d]) / Sk
- *    : 0: minus the mean of V's e4m3 rounding error over all keys. With P summing to 1 over a
+ *    : 0: minus the mean of V's e4m3 rounding error over all keys. NVFP4: esum[d] = sum over
+ *    s < Sk, in increasing s, of ((cv[s,d] * bs_v[s/16,d]) * g_v - V[s,d]) (fp32, V's
+ *    dequantized value minus V) and vfix[d] = -esum[d] / Sk. With P summing to 1 over a
  *    row, that mean is the part of the V error every row shares; what stays is weighted by
  *    p - 1/Sk. On diffuse rows this is most of it (cuda/hopper/NOTES.md, v16); on sharp rows
  *    the shared part, and the fix, are negligible.
@@ -368,7 +370,7 @@ typedef struct ref_ws {
     float *kbs;    /* (Sk, ngd) NVFP4 block scales */
     float *vq;     /* (Sk, D) V as the PV product sees it (rounded / codes) */
     float *vdeq;   /* (D) INT8_FP8 per-channel dequantization factor */
-    float *vfix;   /* (D) INT8_FP8 with v_mean_fix: minus the mean rounding error of V */
+    float *vfix;   /* (D) with v_mean_fix (INT8_FP8 modes, NVFP4): minus V's mean rounding error */
     float *vbs;    /* (ngt, D) NVFP4 V block scales */
     /* per (b, hq) */
     float *qs;     /* (Sq, D) Q minus its block means (or a copy of Q) */
@@ -456,6 +458,8 @@ static sa3_status ws_alloc(ref_ws *w, const sa3_ref_params *p, int64_t kblk) {
         w->qscale = (float *)alloc_array(nqb, sizeof(float), &st);
         w->gmax = (float *)alloc_array(nkb > nqb ? nkb : nqb, sizeof(float), &st);
         w->vdeq = (float *)alloc_array(D, sizeof(float), &st);
+    }
+    if (int8 || fp4) {
         w->vfix = (float *)alloc_array(D, sizeof(float), &st);
     }
     if (fp4) {
@@ -549,6 +553,20 @@ static void prepare_kv(const sa3_ref_params *p, ref_ws *w, row_ctx *c, const flo
         c->v_glob = nvfp4_global(v, n);
         nvfp4_rows(w->ks, Sk, D, c->k_glob, w->kc, w->kbs);
         nvfp4_cols(v, Sk, D, c->v_glob, w->vq, w->vbs);
+        for (d = 0; d < D; ++d) {
+            w->vfix[d] = 0.0f;
+        }
+        if (p->v_mean_fix) {
+            for (s = 0; s < Sk; ++s) {
+                const float *bs = w->vbs + (s / NVFP4_GROUP) * D;
+                for (d = 0; d < D; ++d) {
+                    w->vfix[d] += (w->vq[s * D + d] * bs[d]) * c->v_glob - v[s * D + d];
+                }
+            }
+            for (d = 0; d < D; ++d) {
+                w->vfix[d] = -w->vfix[d] / (float)Sk;
+            }
+        }
         break;
     }
 }
@@ -808,6 +826,7 @@ static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, cons
             fix = w->vfix[d];
         } else if (p->mode == SA3_REF_NVFP4) {
             od *= c->v_glob;
+            fix = w->vfix[d];
         }
         out[d] = od / l + fix;
     }
