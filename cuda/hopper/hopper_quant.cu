@@ -245,6 +245,21 @@ constexpr int kMaxCluster = 8;    /* the portable cluster size: every sm_90 part
 template <int DP>
 constexpr int prep_ctas_per_sm() { return DP == 128 ? 3 : 4; }
 
+/* The sum (MAX false) or max (MAX true) of the float at shared address `at` in every CTA of the
+ * cluster, in rank order, so every caller gets the same bits, run after run. All loads are in
+ * flight before the first use. */
+template <bool MAX>
+__device__ __forceinline__ float cluster_reduce_in_rank_order(const float *at) {
+    const uint32_t n = cluster_size();
+    float x[kMaxCluster];
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) x[r] = (uint32_t)r < n ? ld_cluster_f32(at, r) : 0.f;
+    float acc = 0.f; /* 0 is neutral for both: sums, and maxima of absolute values */
+#pragma unroll
+    for (int r = 0; r < kMaxCluster; ++r) acc = MAX ? fmaxf(acc, x[r]) : acc + x[r];
+    return acc;
+}
+
 /* The head's mean of K (IS_V false) or 448 / max|V| (IS_V true) into s_col[DP], combined from
  * every CTA's s_stat in rank order (so every CTA of the cluster gets the same bits, run after
  * run); rank 0 also publishes what the attention kernel reads (kmean, vscale). Call between
@@ -254,13 +269,7 @@ __device__ __forceinline__ void combine_cluster(const sa3_problem &p, const Work
                                                 const float *s_stat, float *s_col) {
     const int tid = threadIdx.x;
     if (tid >= DP) return;
-    const uint32_t n = cluster_size();
-    float x[kMaxCluster]; /* all loads in flight before the first use */
-#pragma unroll
-    for (int r = 0; r < kMaxCluster; ++r) x[r] = (uint32_t)r < n ? ld_cluster_f32(s_stat + tid, r) : 0.f;
-    float acc = 0.f; /* 0 is neutral for both: sums, and maxima of absolute values */
-#pragma unroll
-    for (int r = 0; r < kMaxCluster; ++r) acc = IS_V ? fmaxf(acc, x[r]) : acc + x[r];
+    const float acc = cluster_reduce_in_rank_order<IS_V>(s_stat + tid);
     const bool publish = cluster_rank() == 0;
     if (IS_V) {
         s_col[tid] = acc >= FLT_MIN ? 448.f / acc : 0.f; /* subnormal max counts as 0 */
@@ -273,19 +282,13 @@ __device__ __forceinline__ void combine_cluster(const sa3_problem &p, const Work
 }
 
 /* V's rounding-error sums of every CTA (s_err, after a cluster barrier) into vfix = -(sum /
- * vinv) / Sk per channel, in rank order as combine_cluster; rank 0 only. */
+ * vinv) / Sk per channel, summed in rank order; rank 0 only. */
 template <int DP>
 __device__ __forceinline__ void publish_vfix(const sa3_problem &p, const Workspace &w, int64_t bh,
                                              const float *s_err, const float *s_vinv) {
     const int tid = threadIdx.x;
     if (tid >= DP || cluster_rank() != 0) return;
-    const uint32_t n = cluster_size();
-    float x[kMaxCluster];
-#pragma unroll
-    for (int r = 0; r < kMaxCluster; ++r) x[r] = (uint32_t)r < n ? ld_cluster_f32(s_err + tid, r) : 0.f;
-    float acc = 0.f;
-#pragma unroll
-    for (int r = 0; r < kMaxCluster; ++r) acc += x[r];
+    const float acc = cluster_reduce_in_rank_order<false>(s_err + tid);
     const float vinv = s_vinv[tid];
     w.vfix[bh * DP + tid] = vinv > 0.f ? -(acc / vinv) / (float)p.seq_k : 0.f;
 }
