@@ -424,7 +424,7 @@ def _kernel_call(torch, family, q, k, v, out, layout, heads, causal, scale, pv):
 # nvfp4: one numerics whatever pv says (NVFP4 Q, K, P, V; "mode" names the reference mode),
 # KV blocks of 64 keys, Q minus its mean per 64-row block (the kernel's CTA tile).
 FAMILY_NUMERICS = {
-    "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma"}},
+    "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma", "v_mean_fix": True}},
     "hopper": {"pvs": ("fp8",), "ref": {"granularity": "quad", "q_block": 1, "k_block": 128, "v_mean_fix": True}},
     "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64, "q_block": 64,
                                                           "per_block_mean": True}},

@@ -101,8 +101,9 @@ def rel_l1(out, ref):
 
 
 def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
-    """The C CPU reference in the kernel's exact quantization (HND tensors, small shapes);
-    with return_lse, (out, lse) with the reference's LSE (K smoothing added back)."""
+    """The C CPU reference in the mma kernel's exact quantization (HND tensors, small shapes;
+    its scale groups and V fix from _check.FAMILY_NUMERICS["mma"]); with return_lse, (out, lse)
+    with the reference's LSE (K smoothing added back)."""
     d = q.shape[-1]
     q_block = 32 if d <= 128 else 16
     mode = {"fp8": "int8-fp8", "fp8_f16acc": "int8-fp8-f16acc"}.get(pv, "int8-fp16")
@@ -110,7 +111,8 @@ def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
     arr = [t.float().cpu().numpy() for t in (q, k, v)]
     res = _C.reference_attention(
         *arr, mode=mode, is_causal=causal, sm_scale=scale, smooth_k=True, per_block_mean=False,
-        q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", granularity="mma", return_lse=return_lse)
+        q_block=q_block, k_block=64, pv_dtype=pv_dtype, layout="HND", return_lse=return_lse,
+        **_check.FAMILY_NUMERICS["mma"]["ref"])
     if return_lse:
         return torch.from_numpy(np.asarray(res[0])), torch.from_numpy(np.asarray(res[1]))
     return torch.from_numpy(np.asarray(res))

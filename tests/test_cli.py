@@ -289,7 +289,7 @@ def _standin_kernel(torch, bug=None):
         hkv = k.shape[-1] // d if layout == "NHD_FLAT" else (k.shape[1] if layout == "HND" else k.shape[2])
         qh, kh, vh = _check.to_hnd(q, layout, hq), _check.to_hnd(k, layout, hkv), _check.to_hnd(v, layout, hkv)
         o = _C.reference_attention(*(x.float().numpy() for x in (qh, kh, vh)), mode=_check.PV_MODE[pv],
-                                   is_causal=causal, sm_scale=scale, granularity="mma",
+                                   is_causal=causal, sm_scale=scale, **_check.FAMILY_NUMERICS["mma"]["ref"],
                                    pv_dtype="bf16" if q.dtype == torch.bfloat16 else "f16")
         o = torch.from_numpy(o)
         oh = _check.to_hnd(out, layout, hq)

@@ -388,3 +388,22 @@ def test_bad_pv_values_name_the_argument():
     for bad in ("fp8_f32acc", "FP8", "f16acc", ""):
         with pytest.raises(ValueError, match="pv"):
             sageattn3.sageattn(q, k, v, pv=bad, kernel="mma")
+
+
+@pytest.mark.parametrize("pv", ["fp8", "fp8_f16acc"])
+def test_v_rounding_bias_is_removed(pv):
+    """V whose e4m3 codes all round the same way (every key but one at 0.53; key 0 at 1.0 sets
+    the channel scale): without the V fix (the reference's v_mean_fix) every output is off by
+    that rounding error; with it the mean signed error against float64 is a small part of it."""
+    sq, sk, d = 300, 1000, 128
+    q, k, _ = make_qkv(1, 2, 2, sq, sk, d)
+    v = torch.full((1, 2, sk, d), 0.53, device="cuda").to(torch.bfloat16)
+    v[:, :, 0] = 1.0
+    out = run_mma(q, k, v, pv=pv)
+    vf = v.float()
+    top = 448.0 if pv == "fp8" else 1.75  # the channel max's code (attn_mma.cu, f16 accumulation)
+    scale = top / vf.abs().amax(dim=2, keepdim=True)
+    err = ((vf * scale).to(torch.float8_e4m3fn).float() / scale - vf).mean().item()
+    assert abs(err) > 2e-3  # the inputs do what the test needs: a shared, one-signed rounding error
+    bias = (out.double() - ref64(q, k, v)).mean().item()
+    assert abs(bias) < abs(err) / 4, (bias, err)

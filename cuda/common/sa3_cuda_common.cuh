@@ -141,6 +141,29 @@ __device__ __forceinline__ void sa3_reduce_columns(const float (&part)[8], float
     }
 }
 
+/* Column sums across the CTAs of a group, in CTA order. Each CTA of the group has written DP
+ * partial sums at parts + (its index) * DP; the one that brings *count (zeroed by an earlier
+ * launch) to `expected` returns true, and its threads < DP get in `total` the sum of their
+ * column over the nparts CTAs, added in index order, so the bits do not depend on which CTA
+ * finished last. Every thread of each CTA calls it (it has barriers). The fence before the
+ * count publishes this CTA's partials to whichever CTA turns out last; that one reads them
+ * through L2 (ld.cg), past any stale L1 line. */
+template <int DP>
+__device__ __forceinline__ bool sa3_last_cta_column_sums(const float *parts, int64_t nparts, uint32_t *count,
+                                                         uint32_t expected, float &total) {
+    __shared__ bool s_last;
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(count, 1u) == expected - 1u;
+    __syncthreads();
+    if (!s_last) return false;
+    __threadfence();
+    total = 0.f;
+    if (threadIdx.x < DP)
+        for (int64_t y = 0; y < nparts; ++y) total += __ldcg(parts + y * DP + threadIdx.x);
+    return true;
+}
+
 __device__ __forceinline__ float sa3_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));

@@ -772,6 +772,7 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
                 l += __shfl_xor_sync(0xffffffffu, l, 2);
             }
             const float inv_l = l > 0.f ? 1.f / l : 0.f;
+            const float live = l > 0.f ? 1.f : 0.f; /* V's fix goes to rows that saw a key */
             const int64_t row = m0 + wrow0 + mt * 16 + (lane >> 2) + r * 8;
             if constexpr (LSE) sa3_write_lse<C>(p, m_i[mt][r], l, row, lane);
             if (row >= p.seq_q) continue;
@@ -779,12 +780,12 @@ __global__ void __launch_bounds__(C::THREADS, 8 / C::WARPS) sa3_attn_mma_kernel(
             for (int dn = 0; dn < DP / 8; ++dn) {
                 const int col = dn * 8 + 2 * (lane & 3);
                 if (col >= D) continue;
-                float x0 = o[mt][dn][2 * r], x1 = o[mt][dn][2 * r + 1];
-                if constexpr (C::FP8) { /* l carries P's 448; V's scale is max|V|/448 */
-                    x0 *= w.vscale[bh * DP + col];
-                    x1 *= w.vscale[bh * DP + col + 1];
+                float x0 = o[mt][dn][2 * r] * inv_l, x1 = o[mt][dn][2 * r + 1] * inv_l;
+                if constexpr (C::FP8) { /* l carries P's 448; V's scale is max|V|/448; then V's fix */
+                    x0 = fmaf(w.vfix[bh * DP + col], live, x0 * w.vscale[bh * DP + col]);
+                    x1 = fmaf(w.vfix[bh * DP + col + 1], live, x1 * w.vscale[bh * DP + col + 1]);
                 }
-                *reinterpret_cast<uint32_t *>(og + row * p.o_stride_s + col) = sa3_pack2<T>(x0 * inv_l, x1 * inv_l);
+                *reinterpret_cast<uint32_t *>(og + row * p.o_stride_s + col) = sa3_pack2<T>(x0, x1);
             }
         }
 }

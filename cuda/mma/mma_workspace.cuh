@@ -10,6 +10,7 @@
 #include "sa3_cuda_common.cuh"
 
 #define SA3_KV_CHUNK 4096 /* tokens summed by one partial-statistics block (larger = smaller workspace) */
+#define SA3_KV_QUANT_TOKENS 256 /* tokens quantized by one kv_quant CTA (four 64-token blocks) */
 
 typedef struct sa3_mma_ws {
     int8_t *kq;        /* [B*Hkv][Skp][DP] INT8 of K - mean(K), zero past Sk and past D      */
@@ -19,8 +20,12 @@ typedef struct sa3_mma_ws {
     float *vmax;       /* [B*Hkv][nchunks][DP] per-chunk column max|V| (FP8 PV only)          */
     uint8_t *vq;       /* [B*Hkv][DP][Skp] FP8 e4m3 of V^T, keys permuted per 32 (FP8 PV only) */
     float *vscale;     /* [B*Hkv][DP] max|V| / 448 per channel (FP8 PV only)                   */
+    float *verr;       /* [B*Hkv][nquant][DP] per-quant-CTA sums of V's e4m3 rounding error    */
+    float *vfix;       /* [B*Hkv][DP] minus the mean rounding error of V, added to each row    */
+    uint32_t *vdone;   /* [B*Hkv] quant CTAs done (zeroed by kv_stats; the last one sums verr) */
     int64_t skp;       /* Sk rounded up to 64 */
     int64_t nchunks;   /* ceil(Sk / SA3_KV_CHUNK) */
+    int64_t nquant;    /* ceil(Skp / SA3_KV_QUANT_TOKENS): CTAs per head of kv_quant */
     int dp;            /* padded head dim */
     size_t bytes;      /* total */
 } sa3_mma_ws;
@@ -33,6 +38,7 @@ static inline sa3_mma_ws sa3_mma_ws_layout(void *base, int64_t batch, int64_t he
     w.dp = sa3_padded_head_dim(head_dim);
     w.skp = sa3_round_up(seq_k, 64);
     w.nchunks = sa3_ceil_div(seq_k, SA3_KV_CHUNK);
+    w.nquant = sa3_ceil_div(w.skp, SA3_KV_QUANT_TOKENS);
     size_t off = 0;
     char *b = (char *)base;
     w.kq = sa3_carve<int8_t>(b, &off, bh * w.skp * w.dp);
@@ -43,10 +49,16 @@ static inline sa3_mma_ws sa3_mma_ws_layout(void *base, int64_t batch, int64_t he
         w.vmax = sa3_carve<float>(b, &off, bh * w.nchunks * w.dp);
         w.vq = sa3_carve<uint8_t>(b, &off, bh * w.dp * w.skp);
         w.vscale = sa3_carve<float>(b, &off, bh * w.dp);
+        w.verr = sa3_carve<float>(b, &off, bh * w.nquant * w.dp);
+        w.vfix = sa3_carve<float>(b, &off, bh * w.dp);
+        w.vdone = sa3_carve<uint32_t>(b, &off, bh);
     } else {
         w.vmax = 0;
         w.vq = 0;
         w.vscale = 0;
+        w.verr = 0;
+        w.vfix = 0;
+        w.vdone = 0;
     }
     w.bytes = off;
     return w;

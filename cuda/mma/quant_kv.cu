@@ -12,7 +12,10 @@
  *                 kernel's mma layout multiplies, so each thread needs one scale per tile);
  *                 V -> FP8 e4m3
  *                 with one scale per channel (max|V| -> 448, or -> 1.75 for fp16-accumulated
- *                 P.V: attn_mma.cu), written transposed for the PV mma.
+ *                 P.V: attn_mma.cu), written transposed for the PV mma. Each CTA also sums
+ *                 V's rounding error per channel; the last CTA of a head to finish adds the
+ *                 CTAs' sums in index order (so the bits do not depend on which finished
+ *                 last) into vfix, the reference's v_mean_fix (step 7).
  * The mean needs every token before any token can be quantized, hence two passes (the extra
  * read of K is small next to the attention: NOTES.md).
  */
@@ -55,6 +58,8 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_stats_kernel(const sa3_attn_p
         }
     }
     const int64_t out = (bh * w.nchunks + blockIdx.y) * DP;
+    /* kv_quant's completion count for this head starts at 0 (the launches are stream-ordered) */
+    if (FP8 && blockIdx.y == 0 && threadIdx.x == 0) w.vdone[bh] = 0u;
     sa3_reduce_columns<DP, RPP, false>(sum, red, r0, c, w.ksum + out);
     if (FP8) {
         __syncthreads();
@@ -82,7 +87,20 @@ __device__ __forceinline__ void sa3_block_max4(float (&v)[4], float (*scratch)[4
     __syncthreads(); /* scratch is reused by the next call */
 }
 
-/* grid (B*Hkv, ceil(Skp / 256)): four 64-token blocks per CTA. */
+/* After every CTA of head bh has written its column sums of V's rounding error (verr): the
+ * last one to finish turns their sum into vfix = -(sum / vinv) / Sk. */
+template <int DP>
+__device__ __forceinline__ void sa3_publish_vfix(const sa3_attn_params &p, const sa3_mma_ws &w, int64_t bh,
+                                                 const float *s_vinv) {
+    float sum;
+    if (!sa3_last_cta_column_sums<DP>(w.verr + bh * w.nquant * DP, w.nquant, w.vdone + bh, gridDim.y, sum) ||
+        threadIdx.x >= DP)
+        return;
+    const float vinv = s_vinv[threadIdx.x];
+    w.vfix[bh * DP + threadIdx.x] = vinv > 0.f ? -(sum / vinv) / (float)p.seq_k : 0.f;
+}
+
+/* grid (B*Hkv, nquant): four 64-token blocks per CTA. */
 template <int DP, typename T, bool FP8>
 __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_params p, const sa3_mma_ws w) {
     constexpr int CPR = DP / 8;
@@ -91,6 +109,11 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
     __shared__ float s_vinv[FP8 ? DP : 1];
     __shared__ float s_red[kThreads / 32][4];
     __shared__ __align__(16) uint8_t s_vt[FP8 ? DP : 1][FP8 ? 64 + 16 : 1];
+    constexpr int RPP = kThreads / CPR; /* rows of one pass */
+    __shared__ float s_err[FP8 ? RPP : 1][FP8 ? DP + 1 : 1];
+    /* V: this thread's rounding-error sums of channels c*8..c*8+7, c = tid % CPR (the same c in
+     * every pass: kThreads is a multiple of CPR) */
+    float err[8] = {0, 0, 0, 0, 0, 0, 0, 0};
     const int64_t bh = blockIdx.x;
     const int64_t b = bh / p.heads_kv, h = bh % p.heads_kv;
     const T *kg = static_cast<const T *>(p.k) + b * p.k_stride_b + h * p.k_stride_h;
@@ -177,8 +200,10 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
 #pragma unroll
                 for (int e = 0; e < 8; ++e) {
                     /* cvt.rn.satfinite.e4m3: round to nearest even, clamp to +-448. */
-                    __nv_fp8_e4m3 q(v[e] * s_vinv[c * 8 + e]);
+                    const float xs = v[e] * s_vinv[c * 8 + e];
+                    __nv_fp8_e4m3 q(xs);
                     s_vt[c * 8 + e][pos] = *reinterpret_cast<uint8_t *>(&q);
+                    err[e] += static_cast<float>(q) - xs; /* padding: 0 - 0 */
                 }
             }
             __syncthreads();
@@ -190,6 +215,11 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
             __syncthreads();
         }
     }
+    if constexpr (FP8) {
+        sa3_reduce_columns<DP, RPP, false>(err, s_err, tid / CPR, tid % CPR,
+                                           w.verr + (bh * w.nquant + blockIdx.y) * DP);
+        sa3_publish_vfix<DP>(p, w, bh, s_vinv);
+    }
 }
 
 template <int DP, typename T, bool FP8>
@@ -198,7 +228,7 @@ sa3_status sa3_quant_kv_typed(const sa3_attn_params *p, const sa3_mma_ws *w, cud
     const dim3 grid_stats((unsigned)(p->batch * p->heads_kv), (unsigned)w->nchunks);
     sa3_kv_stats_kernel<DP, T, FP8><<<grid_stats, kThreads, 0, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("kv_stats launch");
-    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)sa3_ceil_div(w->skp, 256));
+    const dim3 grid_quant((unsigned)(p->batch * p->heads_kv), (unsigned)w->nquant);
     sa3_kv_quant_kernel<DP, T, FP8><<<grid_quant, kThreads, 0, stream>>>(*p, *w);
     SA3_LAUNCH_CHECK("kv_quant launch");
     return SA3_OK;
@@ -223,7 +253,7 @@ sa3_status sa3_quant_kv_dp(const sa3_attn_params *p, const sa3_mma_ws *w, cudaSt
 
 sa3_status sa3_quant_kv_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cudaStream_t stream, char *err,
                                size_t err_len) {
-    if (w->nchunks > 65535 || sa3_ceil_div(w->skp, 256) > 65535) {
+    if (w->nchunks > 65535 || w->nquant > 65535) {
         snprintf(err, err_len, "seq_k=%lld is beyond the quantization grid (max %d tokens)", (long long)p->seq_k,
                  65535 * 256);
         return SA3_ERR_UNSUPPORTED;
