@@ -427,7 +427,7 @@ FAMILY_NUMERICS = {
     "mma": {"pvs": ("fp16", "fp8", "fp8_f16acc"), "ref": {"granularity": "mma", "v_mean_fix": True}},
     "hopper": {"pvs": ("fp8",), "ref": {"granularity": "quad", "q_block": 1, "k_block": 128, "v_mean_fix": True}},
     "nvfp4": {"pvs": ("fp16",), "mode": "nvfp4", "ref": {"granularity": "block", "k_block": 64, "q_block": 64,
-                                                          "per_block_mean": True}},
+                                                          "per_block_mean": True, "v_mean_fix": True}},
 }
 
 

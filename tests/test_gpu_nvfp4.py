@@ -289,9 +289,28 @@ def test_workspace_is_all_the_kernel_needs():
         assert rel_l1(out.float().cpu(), ref.double()) <= REF_BOUND
 
 
+def test_v_fix_is_the_references():
+    """The kernel adds V's fix (minus the mean over keys of V's dequantized value minus V, per
+    channel: FAMILY_NUMERICS["nvfp4"] has v_mean_fix): it matches the reference with the fix,
+    is measurably away from the one without it, and is closer to float64 than the unfixed
+    reference (at 2048 keys the fix takes ~5% off the rel-L1: tests/test_reference.py)."""
+    q, k, v = make_qkv(1, 2, 2, 256, 2048, 128, dtype=torch.bfloat16)
+    out, _, _ = _run(q, k, v)
+    fixed = _reference(q, k, v, causal=False).to(torch.bfloat16)
+    arr = [t.float().cpu().numpy() for t in (q, k, v)]
+    ref = dict(_check.FAMILY_NUMERICS["nvfp4"]["ref"], v_mean_fix=False)
+    base = torch.from_numpy(np.asarray(_C.reference_attention(*arr, mode="nvfp4", smooth_k=True, **ref)))
+    got = out.float().cpu()
+    assert rel_l1(got, fixed.double()) <= REF_BOUND
+    assert rel_l1(got, base.to(torch.bfloat16).double()) > 2 * REF_BOUND, "the kernel's output lacks V's fix"
+    f64 = ref64(q, k, v)
+    assert rel_l1(out, f64) < 0.97 * rel_l1(base.to(out.device), f64)
+
+
 def test_deterministic_and_cuda_graph_capture():
-    """No atomics, no hidden state: two runs agree bit for bit; a captured graph replays on new
-    inputs like an eager call (the first eager call there runs the self-test, outside capture)."""
+    """No hidden state: two runs agree bit for bit (the one cross-CTA sum, V's fix, adds its
+    partials in tile order whichever CTA finishes last); a captured graph replays on new inputs
+    like an eager call (the first eager call there runs the self-test, outside capture)."""
     q, k, v = make_qkv(1, 2, 2, 700, 900, 128)
     a, _, _ = _run(q, k, v)
     b, _, _ = _run(q, k, v)

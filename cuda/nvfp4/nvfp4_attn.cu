@@ -263,6 +263,7 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
     }
 
     const float gv = w.gv[bhk];
+    const float *vfix = w.vfix + bhk * DP; /* V's fix (the reference's v_mean_fix) */
     T *og = static_cast<T *>(p.o) + b * p.o_stride_b + hq * p.o_stride_h;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -286,8 +287,8 @@ __global__ void __launch_bounds__(32 * kWarps) nvfp4_attn_kernel(const sa3_nvfp4
         for (int nd = 0; nd < ND; ++nd) {
             const int col = 8 * nd + 2 * t;
             if (col >= p.head_dim) continue;
-            const float a = lr == 0.f ? 0.f : __fdiv_rn(__fmul_rn(o[nd][2 * r], gv), lr);
-            const float c = lr == 0.f ? 0.f : __fdiv_rn(__fmul_rn(o[nd][2 * r + 1], gv), lr);
+            const float a = lr == 0.f ? 0.f : __fadd_rn(__fdiv_rn(__fmul_rn(o[nd][2 * r], gv), lr), vfix[col]);
+            const float c = lr == 0.f ? 0.f : __fadd_rn(__fdiv_rn(__fmul_rn(o[nd][2 * r + 1], gv), lr), vfix[col + 1]);
             *reinterpret_cast<uint32_t *>(orow + col) = sa3_pack2<T>(a, c);
         }
     }

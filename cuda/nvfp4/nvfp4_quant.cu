@@ -122,6 +122,7 @@ __global__ void __launch_bounds__(DP) nvfp4_kmean_kernel(const sa3_nvfp4_params 
     for (int64_t c = 0; c < w.nck; ++c) s = __fadd_rn(s, w.ksum[(bh * w.nck + c) * DP + threadIdx.x]);
     w.kmean[bh * DP + threadIdx.x] =
         (p.smooth_k && threadIdx.x < p.head_dim) ? __fdiv_rn(s, (float)p.seq_k) : 0.f;
+    if (threadIdx.x == 0) w.vdone[bh] = 0u; /* the quant kernel's V tiles count up from here */
 }
 
 template <int DP, typename T>
@@ -142,6 +143,27 @@ __device__ __forceinline__ float head_global(const float *amax, int64_t n) {
     float m = 0.f;
     for (int64_t i = 0; i < n; ++i) m = fmaxf(m, amax[i]);
     return __fdiv_rn(m, SA3_NVFP4_SECOND_LEVEL);
+}
+
+/* The e2m1 value of code nibble n (bit 3 the sign). */
+__device__ __forceinline__ float e2m1_value(uint32_t n) {
+    const float mag[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
+    const float m = mag[n & 7u];
+    return (n & 8u) ? -m : m;
+}
+
+/* sum over i of (value(code i) * bs) * g - x[i]: what the group's dequantization adds to its
+ * 16 values (the reference's v_mean_fix terms, in its order of operations). */
+__device__ __forceinline__ float dequant_error16(const float (&x)[16], uint2 codes, uint32_t bs, float g) {
+    const float bsf = sa3_e4m3_to_f32(bs);
+    const uint32_t word[2] = {codes.x, codes.y};
+    float e = 0.f;
+#pragma unroll
+    for (int i = 0; i < 16; ++i) {
+        const float deq = __fmul_rn(__fmul_rn(e2m1_value(word[i / 8] >> (4 * (i % 8))), bsf), g);
+        e = __fadd_rn(e, __fsub_rn(deq, x[i]));
+    }
+    return e;
 }
 
 /* 16 floats -> 8 code bytes (as uint2) and the scale byte. */
@@ -224,6 +246,9 @@ __global__ void __launch_bounds__(kQuantThreads) nvfp4_quant_kernel(const sa3_nv
             for (int e = 0; e < 8; ++e) tile[row][c8 + e] = y[e];
         }
         __syncthreads();
+        const int64_t ntiles = w.skp / SA3_NVFP4_TILE;
+        float *verr = w.verr + bh * ntiles * DP;
+        /* a channel's 4 groups are the 4 lanes of a quad (it = 4 ch + grp, uniform trip count) */
         for (int it = tid; it < DP * 4; it += kQuantThreads) {
             const int ch = it / 4, grp = it % 4;
             float v[16];
@@ -233,7 +258,14 @@ __global__ void __launch_bounds__(kQuantThreads) nvfp4_quant_kernel(const sa3_nv
             const uint2 c = quant16(v, g, rg, bs);
             *reinterpret_cast<uint2 *>(w.vc + (bh * DP + ch) * (w.skp / 2) + r0 / 2 + grp * 8) = c;
             w.vs[(bh * DP + ch) * (w.skp / 16) + r0 / 16 + grp] = (uint8_t)bs;
+            float e = dequant_error16(v, c, bs, g); /* padding (zero values, zero codes): 0 */
+            e = __fadd_rn(e, __shfl_xor_sync(0xffffffffu, e, 1));
+            e = __fadd_rn(e, __shfl_xor_sync(0xffffffffu, e, 2));
+            if (grp == 0) verr[(r0 / SA3_NVFP4_TILE) * DP + ch] = e;
         }
+        float sum;
+        if (sa3_last_cta_column_sums<DP>(verr, ntiles, w.vdone + bh, (uint32_t)ntiles, sum) && tid < DP)
+            w.vfix[bh * DP + tid] = -sum / (float)p.seq_k; /* the reference's vfix, with v_mean_fix */
     }
 }
 

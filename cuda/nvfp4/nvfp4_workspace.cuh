@@ -26,6 +26,9 @@ typedef struct sa3_nvfp4_ws {
     float *qmean;      /* [B*Hq][Sqp/64][DP] mean of each 64-row Q block (= attention CTA tile) */
     float *qamax;      /* [B*Hq][ncq] max |Q - block mean| per chunk */
     float *gq, *gk, *gv; /* second-level scales: [B*Hq], [B*Hkv], [B*Hkv] */
+    float *verr;       /* [B*Hkv][Skp/TILE][DP] per-tile sums of V's dequantized value minus V */
+    float *vfix;       /* [B*Hkv][DP] minus their mean over the keys, added to each output row */
+    uint32_t *vdone;   /* [B*Hkv] V tiles quantized (zeroed by the kmean kernel) */
     int64_t sqp, skp;  /* Sq, Sk rounded up to SA3_NVFP4_TILE */
     int64_t ncq, nck;  /* chunks of SA3_NVFP4_CHUNK tokens */
     int dp;            /* padded head dim (64 or 128) */
@@ -61,6 +64,9 @@ static inline sa3_nvfp4_ws sa3_nvfp4_ws_layout(void *base, int64_t batch, int64_
     w.gq = sa3_carve<float>(b, &off, bhq);
     w.gk = sa3_carve<float>(b, &off, bhk);
     w.gv = sa3_carve<float>(b, &off, bhk);
+    w.verr = sa3_carve<float>(b, &off, bhk * (w.skp / SA3_NVFP4_TILE) * w.dp);
+    w.vfix = sa3_carve<float>(b, &off, bhk * w.dp);
+    w.vdone = sa3_carve<uint32_t>(b, &off, bhk);
     w.bytes = off;
     return w;
 }
