@@ -336,7 +336,10 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
      *   consumers it cannot: S, O and the P.V product would not fit in 160 registers, so the
      *   QK^T follows the O update), and the consumers take turns issuing their GEMMs, round
      *   robin (named barrier 1 + NC + c is consumer c's turn), so one's softmax runs under the
-     *   others' tensor work (causal calls too). */
+     *   others' tensor work (causal calls too). With three consumers at D = 128 a turn lasts from
+     *   the P.V issue to the next QK^T's issue (the O update between them included), so one
+     *   consumer at a time is between two softmaxes (faster than turns for the P.V issue alone:
+     *   NOTES.md v18). */
     constexpr bool kOverlapPV = DP == 128 && !CAUSAL && NC == 2;
     constexpr bool kLateQK = DP == 128 && NC == 3; /* 160 registers: S, O and the P.V product never all live */
     constexpr bool kPingPong = !kOverlapPV;
@@ -378,8 +381,9 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
             mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
         }
-        /* The next consumer's turn; the last one gave consumer 0 its first turn, so it skips its last. */
-        if constexpr (kPingPong) {
+        /* The next consumer's turn (kLateQK: after the next QK^T's issue, below); the last one gave
+         * consumer 0 its first turn, so it skips its last. */
+        if constexpr (kPingPong && !(kLateQK && MORE)) {
             if (MORE || cw != NC - 1) named_barrier_arrive(kTurn + (cw + 1) % NC, 256);
         }
         if constexpr (MORE && !kLateQK) {
@@ -394,6 +398,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
             if constexpr (kLateQK) {
                 mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
                 issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
+                named_barrier_arrive(kTurn + (cw + 1) % NC, 256);
             }
             wgmma_wait<0>();
             fence_regs(s);
