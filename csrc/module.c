@@ -92,7 +92,7 @@ static PyMethodDef sa3_methods[] = {
      "build_info() -> dict: compiled CUDA archs, CUDA version, compiler, why no CUDA."},
     {"reference_attention", (PyCFunction)(void (*)(void))sa3_py_reference_attention, METH_VARARGS | METH_KEYWORDS,
      "reference_attention(q, k, v, *, mode, is_causal, sm_scale, smooth_k, per_block_mean, q_block, k_block, "
-     "pv_dtype, layout, granularity, return_lse, v_mean_fix) -> float32 ndarray: CPU reference of the quantized math."},
+     "pv_dtype, layout, granularity, return_lse, v_mean_fix, l_quantized) -> float32 ndarray: CPU reference of the quantized math."},
     {"reference_nvfp4_quantize", (PyCFunction)(void (*)(void))sa3_py_reference_nvfp4_quantize,
      METH_VARARGS | METH_KEYWORDS,
      "reference_nvfp4_quantize(x, groups='rows', smooth='none', block=64) -> dict(codes, scales, g, mean): the "

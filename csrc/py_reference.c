@@ -4,7 +4,7 @@
  *   reference_attention(q, k, v, *, mode="int8-fp16", is_causal=False, sm_scale=None,
  *                       smooth_k=True, per_block_mean=False, q_block=32, k_block=64,
  *                       pv_dtype="bf16", layout="HND", granularity="block",
- *                       return_lse=False, v_mean_fix=False) -> float32 ndarray (q's layout)
+ *                       return_lse=False, v_mean_fix=False, l_quantized=False) -> float32 ndarray (q's layout)
  *       return_lse=True: (out, lse), lse a C-contiguous float32 (B, Hq, Sq) ndarray in every
  *       layout, natural log (step 8 of the spec in sa3_reference.c).
  *   convert(array, kind) -> float32 ndarray   (kind: e4m3, e2m1, bf16, f16, int8, f16_from_f64:
@@ -386,10 +386,10 @@ static int poll_signals(void *ctx) {
 PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject *kwargs) {
     static char *kwlist[] = {"q", "k", "v", "mode", "is_causal", "sm_scale", "smooth_k", "per_block_mean",
                              "q_block", "k_block", "pv_dtype", "layout", "granularity", "return_lse", "v_mean_fix",
-                             NULL};
+                             "l_quantized", NULL};
     PyObject *qo, *ko, *vo, *causal_o = Py_False, *scale_o = Py_None, *smooth_o = Py_True, *pbm_o = Py_False;
     PyObject *qblk_o = NULL, *kblk_o = NULL, *mode_o = NULL, *pv_o = NULL, *layout_o = NULL, *gran_o = NULL;
-    PyObject *lse_o = Py_False, *vfix_o = Py_False;
+    PyObject *lse_o = Py_False, *vfix_o = Py_False, *lq_o = Py_False;
     int want_lse = 0;
     PyArrayObject *lse = NULL;
     const char *mode_s = "int8-fp16", *pv_s = "bf16", *layout_s = "HND", *gran_s = "block";
@@ -409,9 +409,9 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     memset(&p, 0, sizeof p);
     p.q_block = 32;
     p.k_block = 64;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OOOOOOOOOOOO:reference_attention", kwlist, &qo, &ko, &vo,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OOOOOOOOOOOOO:reference_attention", kwlist, &qo, &ko, &vo,
                                      &mode_o, &causal_o, &scale_o, &smooth_o, &pbm_o, &qblk_o, &kblk_o, &pv_o,
-                                     &layout_o, &gran_o, &lse_o, &vfix_o)) {
+                                     &layout_o, &gran_o, &lse_o, &vfix_o, &lq_o)) {
         return NULL;
     }
     /* granularity: "block" (q_block/k_block rows per scale), "mma" (the mma kernel's
@@ -439,7 +439,7 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
     if (parse_mode(mode_s, &p.mode) < 0 || parse_pv_dtype(pv_s, &p.pv_dtype) < 0 || parse_layout(layout_s, &nhd) < 0 ||
         parse_flag(causal_o, "is_causal", &p.is_causal) < 0 || parse_flag(smooth_o, "smooth_k", &p.smooth_k) < 0 ||
         parse_flag(pbm_o, "per_block_mean", &p.per_block_mean) < 0 || parse_flag(lse_o, "return_lse", &want_lse) < 0 ||
-        parse_flag(vfix_o, "v_mean_fix", &p.v_mean_fix) < 0 ||
+        parse_flag(vfix_o, "v_mean_fix", &p.v_mean_fix) < 0 || parse_flag(lq_o, "l_quantized", &p.l_quantized) < 0 ||
         (qblk_o != NULL && parse_block(qblk_o, "q_block", &p.q_block) < 0) ||
         (kblk_o != NULL && parse_block(kblk_o, "k_block", &p.k_block) < 0)) {
         return NULL;
@@ -449,6 +449,13 @@ PyObject *sa3_py_reference_attention(PyObject *module, PyObject *args, PyObject 
                      "reference_attention(): k_block must be a multiple of 32 for mode='int8-fp8-f16acc' (each fp16 "
                      "partial covers whole 32-key mma steps), got %lld",
                      (long long)p.k_block);
+        return NULL;
+    }
+    if (p.l_quantized && p.mode != SA3_REF_NVFP4) {
+        PyErr_Format(PyExc_ValueError,
+                     "reference_attention(): l_quantized is for mode='nvfp4' only (the row sum from P's "
+                     "dequantized FP4 codes), got mode='%s'",
+                     mode_s);
         return NULL;
     }
     if (p.mode == SA3_REF_NVFP4 && p.k_block % 16 != 0) {

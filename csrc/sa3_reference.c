@@ -297,7 +297,12 @@ static void quantize_int8_groups(const float *x, int64_t rows, int64_t D, ref_gr
  *          mean would otherwise eat the 4-bit range).
  * PV:      blk[d] = sum_groups (bs_p[grp] * bs_v[grp,d]) * (sum_{j in grp} cp_j * cv[j,d]),
  *          O = O * alpha + blk * g_p; at the end O[d] *= g_v before the division by l.
- *          l sums the unrounded p as in every mode.
+ *          l sums the unrounded p as in every mode, or with l_quantized what P.V multiplies:
+ *          per block, l_blk = (sum_groups bs_p[grp] * (sum_{j in grp} cp_j)) * g_p, the
+ *          groups and their keys in order (then l = l * alpha + l_blk). The fp32 p's sum
+ *          exceeds the codes' on average (e2m1 flushes p below a quarter of its group's
+ *          scale), so without it an output whose V is near-constant per channel comes out
+ *          ~1% short of that constant (cuda/nvfp4/NOTES.md).
  * ------------------------------------------------------------------------------------- */
 
 static float nvfp4_global(const float *x, int64_t n) {
@@ -382,6 +387,7 @@ typedef struct ref_ws {
     /* per row */
     float *s, *p, *pq, *pbs; /* (kblk), pbs: (kblk / 16) */
     float *o, *blk, *acc16, *scratch; /* (D) */
+    float pl_blk; /* NVFP4: the block's sum of P's dequantized codes over g_p (l_quantized) */
     double *h16, *step;               /* (D) INT8_FP8_F16ACC: fp16 partial, one mma step's sum */
     float *gmax;                      /* (scale groups) amax scratch of quantize_int8_groups */
     int64_t work;                     /* multiply-adds since the last poll */
@@ -723,6 +729,7 @@ static void block_pv(const sa3_ref_params *p, ref_ws *w, const float *v_raw, int
         }
         gp = pmax / NVFP4_SECOND_LEVEL;
         *gp_out = gp;
+        w->pl_blk = 0.0f;
         if (!(gp > 0.0f)) {
             break; /* every p of the block is 0: nothing to add */
         }
@@ -731,6 +738,11 @@ static void block_pv(const sa3_ref_params *p, ref_ws *w, const float *v_raw, int
             /* V's token groups are aligned to 0 and kb0 % 16 == 0, so they coincide */
             const float *vbs = w->vbs + ((kb0 + j0) / NVFP4_GROUP) * D;
             float pbs = nvfp4_group(w->p + j0, j1 - j0, 1, gp, w->pq + j0);
+            float csum = 0.0f;
+            for (jj = j0; jj < j1; ++jj) {
+                csum += w->pq[jj];
+            }
+            w->pl_blk += pbs * csum;
             for (d = 0; d < D; ++d) {
                 w->acc16[d] = 0.0f;
             }
@@ -799,8 +811,12 @@ static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, cons
             w->p[jj] = pj;
             lsum += pj;
         }
-        l = l * alpha + lsum;
+        w->pl_blk = 0.0f;
         block_pv(p, w, v_raw, kb0, n, &gp);
+        if (p->l_quantized) {
+            lsum = w->pl_blk * gp; /* (only NVFP4 sets pl_blk; the binding allows no other mode) */
+        }
+        l = l * alpha + lsum;
         for (d = 0; d < D; ++d) {
             o[d] = o[d] * alpha + w->blk[d] * gp;
         }

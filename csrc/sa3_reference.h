@@ -42,6 +42,8 @@ typedef struct sa3_ref_params {
     sa3_dtype pv_dtype; /* INT8_FP16: SA3_DTYPE_F16 or SA3_DTYPE_BF16 rounding of P and V */
     int v_mean_fix;     /* INT8_FP8 modes and NVFP4: add minus V's mean rounding error to each
                            row (sa3_reference.c, step 7); the other modes ignore it */
+    int l_quantized;    /* NVFP4 only: each block adds to the row sum l what P.V multiplies (P's
+                           dequantized codes), not the fp32 p (sa3_reference.c, NVFP4 block) */
     /* INT8 scale groups (sa3_ref_groups). BLOCK: q_block / k_block consecutive rows share a
      * scale. MMA: the mma kernel's "per-thread" groups, which follow its accumulator layout:
      * query rows i and i+8 of each 16-row tile share a scale (group (i/16)*8 + i%8), and key j
