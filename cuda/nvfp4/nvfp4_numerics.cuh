@@ -33,6 +33,15 @@ __device__ __forceinline__ float sa3_e4m3_to_f32(uint32_t code) {
     return __half2float(__half(h));
 }
 
+/* The e2m1 value of code nibble n (bit 3 the sign, then 2 exponent bits, 1 mantissa bit), built
+ * as fp32 bits: exponent e > 0 is (1 + m/2) * 2^(e-1), e == 0 the subnormal m/2. (A lookup table
+ * indexed by the code would live in local memory: a 32-byte stack frame.) */
+__device__ __forceinline__ float sa3_e2m1_value(uint32_t n) {
+    const uint32_t e = (n >> 1) & 3u, m = n & 1u;
+    const uint32_t mag = e != 0u ? ((126u + e) << 23) | (m << 22) : m * 0x3F000000u;
+    return __uint_as_float(mag | ((n & 8u) << 28));
+}
+
 /* rg of a second-level scale g. */
 __device__ __forceinline__ float sa3_nvfp4_rg(float g) { return g > 0.0f ? __frcp_rn(__fmul_rn(g, 6.0f)) : 0.0f; }
 

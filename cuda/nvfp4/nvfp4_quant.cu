@@ -145,13 +145,6 @@ __device__ __forceinline__ float head_global(const float *amax, int64_t n) {
     return __fdiv_rn(m, SA3_NVFP4_SECOND_LEVEL);
 }
 
-/* The e2m1 value of code nibble n (bit 3 the sign). */
-__device__ __forceinline__ float e2m1_value(uint32_t n) {
-    const float mag[8] = {0.f, 0.5f, 1.f, 1.5f, 2.f, 3.f, 4.f, 6.f};
-    const float m = mag[n & 7u];
-    return (n & 8u) ? -m : m;
-}
-
 /* sum over i of (value(code i) * bs) * g - x[i]: what the group's dequantization adds to its
  * 16 values (the reference's v_mean_fix terms, in its order of operations). */
 __device__ __forceinline__ float dequant_error16(const float (&x)[16], uint2 codes, uint32_t bs, float g) {
@@ -160,7 +153,7 @@ __device__ __forceinline__ float dequant_error16(const float (&x)[16], uint2 cod
     float e = 0.f;
 #pragma unroll
     for (int i = 0; i < 16; ++i) {
-        const float deq = __fmul_rn(__fmul_rn(e2m1_value(word[i / 8] >> (4 * (i % 8))), bsf), g);
+        const float deq = __fmul_rn(__fmul_rn(sa3_e2m1_value(word[i / 8] >> (4 * (i % 8))), bsf), g);
         e = __fadd_rn(e, __fsub_rn(deq, x[i]));
     }
     return e;
