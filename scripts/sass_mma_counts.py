@@ -112,6 +112,31 @@ def compile_cubin(nvcc: str, arch: str, out: Path) -> Path:
     return cubin
 
 
+def ptxas_usage(text: str) -> dict:
+    """{mangled: {REG, STACK, SPILL, SHARED}} from ptxas -v (SHARED: the kernel's own static shared
+    memory; ptxas leaves out the 1 KB sm_90+ reserve that cuobjdump counts)."""
+    out, name = {}, None
+    for line in text.splitlines():
+        m = re.search(r"Function properties for (\S+)", line)
+        if m:
+            name = m.group(1)
+            out[name] = {"REG": 0, "STACK": 0, "SPILL": 0, "SHARED": 0}
+            continue
+        if name is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            out[name]["STACK"] = int(m.group(1))
+            out[name]["SPILL"] = int(m.group(2)) + int(m.group(3))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            out[name]["REG"] = int(m.group(1))
+            sm = re.search(r"(\d+) bytes smem", line)
+            out[name]["SHARED"] = int(sm.group(1)) if sm else 0
+            name = None
+    return out
+
+
 def split_functions(sass: str) -> dict:
     """{mangled name: [(addr, predicated, opcode, operands)]}."""
     funcs, name = {}, None

@@ -68,29 +68,7 @@ _toolkit_bin = _counts.toolkit_bin  # CUDA_HOME / CUDA_PATH, else the nvcc on PA
 _cuobjdump = _counts.cuobjdump      # the toolkit's, PATH's, or PyPI's nvidia-cuda-cuobjdump
 
 
-def _ptxas_usage(text: str) -> dict:
-    """{mangled: {REG, STACK, SPILL, SHARED}} from ptxas -v (SHARED: the kernel's own static shared
-    memory; ptxas leaves out the 1 KB sm_90+ reserve that cuobjdump counts)."""
-    out, name = {}, None
-    for line in text.splitlines():
-        m = re.search(r"Function properties for (\S+)", line)
-        if m:
-            name = m.group(1)
-            out[name] = {"REG": 0, "STACK": 0, "SPILL": 0, "SHARED": 0}
-            continue
-        if name is None:
-            continue
-        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
-        if m:
-            out[name]["STACK"] = int(m.group(1))
-            out[name]["SPILL"] = int(m.group(2)) + int(m.group(3))
-        m = re.search(r"Used (\d+) registers", line)
-        if m:
-            out[name]["REG"] = int(m.group(1))
-            sm = re.search(r"(\d+) bytes smem", line)
-            out[name]["SHARED"] = int(sm.group(1)) if sm else 0
-            name = None
-    return out
+_ptxas_usage = _counts.ptxas_usage  # {mangled: {REG, STACK, SPILL, SHARED}} from ptxas -v
 
 
 @pytest.fixture(scope="module")
