@@ -112,6 +112,17 @@ def compile_cubin(nvcc: str, arch: str, out: Path) -> Path:
     return cubin
 
 
+def nvcc_for(archs) -> tuple:
+    """(nvcc's path, the archs of `archs` it compiles, "") or (None, [], why not): for the SASS tests."""
+    bin_dir = toolkit_bin()
+    if bin_dir is None or not (bin_dir / "nvcc").exists():
+        return None, [], "nvcc not found (CUDA_HOME, CUDA_PATH or PATH): SASS checks need it"
+    nvcc = str(bin_dir / "nvcc")
+    listed = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True).stdout.split()
+    have = [a for a in archs if a.rstrip("af") in listed]
+    return (nvcc, have, "") if have else (None, [], f"this nvcc supports none of {tuple(archs)}")
+
+
 def ptxas_usage(text: str) -> dict:
     """{mangled: {REG, STACK, SPILL, SHARED}} from ptxas -v (SHARED: the kernel's own static shared
     memory; ptxas leaves out the 1 KB sm_90+ reserve that cuobjdump counts)."""

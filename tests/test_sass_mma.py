@@ -64,7 +64,6 @@ def test_every_head_dim_has_a_configuration_per_class():
 
 
 # ----------------------------------------------------------------------------- the toolchain
-_toolkit_bin = _counts.toolkit_bin  # CUDA_HOME / CUDA_PATH, else the nvcc on PATH (through --dryrun TOP=)
 _cuobjdump = _counts.cuobjdump      # the toolkit's, PATH's, or PyPI's nvidia-cuda-cuobjdump
 
 
@@ -75,15 +74,10 @@ _ptxas_usage = _counts.ptxas_usage  # {mangled: {REG, STACK, SPILL, SHARED}} fro
 def sass(tmp_path_factory):
     """{arch: {mangled: {REG, STACK, SPILL, SHARED[, CUOBJDUMP_SHARED]}}}: ptxas -v for every kernel
     (needs only nvcc), plus cuobjdump -res-usage's static shared memory where cuobjdump is found."""
-    bin_dir = _toolkit_bin()
-    if bin_dir is None or not (bin_dir / "nvcc").exists():
-        pytest.skip("nvcc not found (CUDA_HOME, CUDA_PATH or PATH): SASS checks need it")
-    nvcc = str(bin_dir / "nvcc")
-    listed = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True).stdout.split()
-    archs = [a for a in ARCHS if a.rstrip("af") in listed]
-    if not archs:
-        pytest.skip(f"this nvcc supports none of {ARCHS}")
-    cuobjdump = _cuobjdump(bin_dir)
+    nvcc, archs, why = _counts.nvcc_for(ARCHS)
+    if nvcc is None:
+        pytest.skip(why)
+    cuobjdump = _cuobjdump(Path(nvcc).parent)
     out = tmp_path_factory.mktemp("sass")
     jobs = [(a, src) for a in archs for src in ("attn_mma.cu", "quant_kv.cu")]
 

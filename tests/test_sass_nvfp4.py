@@ -29,14 +29,9 @@ import sass_mma_counts as _counts  # noqa: E402  (the toolkit lookup and the ptx
 @pytest.fixture(scope="module")
 def usage(tmp_path_factory):
     """{arch: {mangled: {REG, STACK, SPILL, SHARED}}} of every kernel in SOURCES."""
-    bin_dir = _counts.toolkit_bin()
-    if bin_dir is None or not (bin_dir / "nvcc").exists():
-        pytest.skip("nvcc not found (CUDA_HOME, CUDA_PATH or PATH): SASS checks need it")
-    nvcc = str(bin_dir / "nvcc")
-    listed = subprocess.run([nvcc, "--list-gpu-code"], capture_output=True, text=True).stdout.split()
-    archs = [a for a in ARCHS if a.rstrip("af") in listed]
-    if not archs:
-        pytest.skip(f"this nvcc supports none of {ARCHS}")
+    nvcc, archs, why = _counts.nvcc_for(ARCHS)
+    if nvcc is None:
+        pytest.skip(why)
     out = tmp_path_factory.mktemp("sass_nvfp4")
 
     def build(job):
