@@ -338,8 +338,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
      *   robin (named barrier 1 + NC + c is consumer c's turn), so one's softmax runs under the
      *   others' tensor work (causal calls too). With three consumers at D = 128 a turn lasts from
      *   the P.V issue to the next QK^T's issue (the O update between them included), so one
-     *   consumer at a time is between two softmaxes (faster than turns for the P.V issue alone:
-     *   NOTES.md v18). */
+     *   consumer at a time is between two softmaxes (NOTES.md v18). */
     constexpr bool kOverlapPV = DP == 128 && !CAUSAL && NC == 2;
     constexpr bool kLateQK = DP == 128 && NC == 3; /* 160 registers: S, O and the P.V product never all live */
     constexpr bool kPingPong = !kOverlapPV;
