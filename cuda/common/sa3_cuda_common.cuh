@@ -141,6 +141,12 @@ __device__ __forceinline__ void sa3_reduce_columns(const float (&part)[8], float
     }
 }
 
+/* The reference's v_mean_fix for one channel (csrc/sa3_reference.c, step 7): minus the mean over
+ * seq_k keys of V's rounding error, given the sum of (code - V * vinv) and the channel's vinv. */
+__device__ __forceinline__ float sa3_v_mean_fix(float err_sum, float vinv, int64_t seq_k) {
+    return vinv > 0.f ? -(err_sum / vinv) / (float)seq_k : 0.f;
+}
+
 /* Column sums across the CTAs of a group, in CTA order. Each CTA of the group has written DP
  * partial sums at parts + (its index) * DP; the one that brings *count (zeroed by an earlier
  * launch) to `expected` returns true, and its threads < DP get in `total` the sum of their

@@ -288,9 +288,7 @@ __device__ __forceinline__ void publish_vfix(const sa3_problem &p, const Workspa
                                              const float *s_err, const float *s_vinv) {
     const int tid = threadIdx.x;
     if (tid >= DP || cluster_rank() != 0) return;
-    const float acc = cluster_reduce_in_rank_order<false>(s_err + tid);
-    const float vinv = s_vinv[tid];
-    w.vfix[bh * DP + tid] = vinv > 0.f ? -(acc / vinv) / (float)p.seq_k : 0.f;
+    w.vfix[bh * DP + tid] = sa3_v_mean_fix(cluster_reduce_in_rank_order<false>(s_err + tid), s_vinv[tid], p.seq_k);
 }
 
 template <int DP>

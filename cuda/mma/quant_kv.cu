@@ -96,8 +96,7 @@ __device__ __forceinline__ void sa3_publish_vfix(const sa3_attn_params &p, const
     if (!sa3_last_cta_column_sums<DP>(w.verr + bh * w.nquant * DP, w.nquant, w.vdone + bh, gridDim.y, sum) ||
         threadIdx.x >= DP)
         return;
-    const float vinv = s_vinv[threadIdx.x];
-    w.vfix[bh * DP + threadIdx.x] = vinv > 0.f ? -(sum / vinv) / (float)p.seq_k : 0.f;
+    w.vfix[bh * DP + threadIdx.x] = sa3_v_mean_fix(sum, s_vinv[threadIdx.x], p.seq_k);
 }
 
 /* grid (B*Hkv, nquant): four 64-token blocks per CTA. */
@@ -137,7 +136,7 @@ __global__ void __launch_bounds__(kThreads) sa3_kv_quant_kernel(const sa3_attn_p
     __syncthreads();
 
     for (int blk = 0; blk < 4; ++blk) {
-        const int64_t tok0 = (int64_t)blockIdx.y * 256 + blk * 64;
+        const int64_t tok0 = (int64_t)blockIdx.y * SA3_KV_QUANT_TOKENS + blk * 64;
         if (tok0 >= w.skp) break;
         float x[PER][8];
         /* Every row this thread touches is in the same key group (r & 7) >> 1 (a pass moves
@@ -255,7 +254,7 @@ sa3_status sa3_quant_kv_launch(const sa3_attn_params *p, const sa3_mma_ws *w, cu
                                size_t err_len) {
     if (w->nchunks > 65535 || w->nquant > 65535) {
         snprintf(err, err_len, "seq_k=%lld is beyond the quantization grid (max %d tokens)", (long long)p->seq_k,
-                 65535 * 256);
+                 65535 * SA3_KV_QUANT_TOKENS);
         return SA3_ERR_UNSUPPORTED;
     }
     return p->dtype == SA3_DTYPE_BF16 ? sa3_quant_kv_dp<__nv_bfloat16>(p, w, stream, err, err_len)
