@@ -811,7 +811,6 @@ static int attend_row(const sa3_ref_params *p, ref_ws *w, const row_ctx *c, cons
             w->p[jj] = pj;
             lsum += pj;
         }
-        w->pl_blk = 0.0f;
         block_pv(p, w, v_raw, kb0, n, &gp);
         if (p->l_quantized) {
             lsum = w->pl_blk * gp; /* (only NVFP4 sets pl_blk; the binding allows no other mode) */
