@@ -118,6 +118,22 @@ def reference_same_mode(q, k, v, *, causal, pv, scale=None, return_lse=False):
     return torch.from_numpy(np.asarray(res))
 
 
+def v_rounding_bias_case(run, top):
+    """(err, bias) for V whose e4m3 codes all round the same way: every key but one at 0.53, key 0
+    at 1.0, so each channel's scale is top / 1.0 and every other code rounds by the same err
+    (V's mean e4m3 error, in V's units); bias is the mean signed error of run(q, k, v) against
+    float64. A kernel with V's fix (the reference's v_mean_fix) keeps |bias| a small part of |err|."""
+    sq, sk, d = 300, 1000, 128
+    q, k, _ = make_qkv(1, 2, 2, sq, sk, d)
+    v = torch.full((1, 2, sk, d), 0.53, device="cuda").to(torch.bfloat16)
+    v[:, :, 0] = 1.0
+    out = run(q, k, v)
+    vf = v.float()
+    scale = top / vf.abs().amax(dim=2, keepdim=True)
+    err = ((vf * scale).to(torch.float8_e4m3fn).float() / scale - vf).mean().item()
+    return err, (out.double() - ref64(q, k, v)).mean().item()
+
+
 def check_f64(out, q, k, v, layout, heads, causal, bound, *, rows=None, scale=None):
     """rel-L1 of a kernel's output (q/k/v/out in `layout`) against float64 attention, asserted
     <= bound after checking no element was left unwritten (NaN-poisoned); returns the error."""

@@ -19,7 +19,7 @@ from sageattn3._ext import _C  # noqa: E402
 
 from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, capture_graph, check_f64,  # noqa: E402
                          lse64, make_qkv, needs_c_compiler, ref64, reference_hopper, rel_l1, ring_of_calls,
-                         run_hopper, three_consumer_query_heads, to_hnd)
+                         run_hopper, three_consumer_query_heads, to_hnd, v_rounding_bias_case)
 
 _HAS = (torch.cuda.is_available() and _C is not None and _C.HAS_CUDA
         and "hopper" in _C.device_info(torch.cuda.current_device()).get("families", []))
@@ -258,16 +258,8 @@ def test_v_rounding_bias_is_removed():
     between two codes; key 0 at 1.0 sets the scale): without the kernel's V fix (the reference's
     v_mean_fix) every output is off by that rounding error, the same sign everywhere; with it the
     mean signed error against float64 is a small fraction of it."""
-    sq, sk, d = 300, 1000, 128
-    q, k, _ = make_qkv(1, 2, 2, sq, sk, d)
-    v = torch.full((1, 2, sk, d), 0.53, device="cuda").to(torch.bfloat16)
-    v[:, :, 0] = 1.0
-    out = run_hopper(q, k, v)
-    vf = v.float()
-    scale = 448.0 / vf.abs().amax(dim=2, keepdim=True)
-    err = ((vf * scale).to(torch.float8_e4m3fn).float() / scale - vf).mean().item()
+    err, bias = v_rounding_bias_case(run_hopper, 448.0)
     assert err > 2e-3  # the inputs do what the test needs: a shared, one-signed rounding error
-    bias = (out.double() - ref64(q, k, v)).mean().item()
     assert abs(bias) < err / 4, (bias, err)
 
 

@@ -49,7 +49,8 @@ LONG_SAMPLE_BOUND = 0.015  # 16-bit P.V, rel-L1 of 8 sampled rows (test_one_tens
 REF_BOUND = {"fp16": 5e-4, "fp8": 5e-3, "fp8_f16acc": 5e-3}
 
 from gpu_helpers import (assert_compiles_fullgraph, assert_graph_replays, check_f64, make_qkv,  # noqa: E402
-                         needs_c_compiler, ref64, reference_same_mode, rel_l1, ring_of_calls, run_mma, to_hnd)
+                         needs_c_compiler, ref64, reference_same_mode, rel_l1, ring_of_calls, run_mma, to_hnd,
+                         v_rounding_bias_case)
 
 
 def _check_f64(out, q, k, v, layout, heads, causal, pv, rows=None):
@@ -395,15 +396,7 @@ def test_v_rounding_bias_is_removed(pv):
     """V whose e4m3 codes all round the same way (every key but one at 0.53; key 0 at 1.0 sets
     the channel scale): without the V fix (the reference's v_mean_fix) every output is off by
     that rounding error; with it the mean signed error against float64 is a small part of it."""
-    sq, sk, d = 300, 1000, 128
-    q, k, _ = make_qkv(1, 2, 2, sq, sk, d)
-    v = torch.full((1, 2, sk, d), 0.53, device="cuda").to(torch.bfloat16)
-    v[:, :, 0] = 1.0
-    out = run_mma(q, k, v, pv=pv)
-    vf = v.float()
     top = 448.0 if pv == "fp8" else 1.75  # the channel max's code (attn_mma.cu, f16 accumulation)
-    scale = top / vf.abs().amax(dim=2, keepdim=True)
-    err = ((vf * scale).to(torch.float8_e4m3fn).float() / scale - vf).mean().item()
+    err, bias = v_rounding_bias_case(lambda q, k, v: run_mma(q, k, v, pv=pv), top)
     assert abs(err) > 2e-3  # the inputs do what the test needs: a shared, one-signed rounding error
-    bias = (out.double() - ref64(q, k, v)).mean().item()
     assert abs(bias) < abs(err) / 4, (bias, err)
