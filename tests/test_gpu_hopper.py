@@ -86,16 +86,20 @@ def test_long_sequences(sq, sk, causal):
     _check_f64(oh, qh, kh, vh, "HND", None, causal, rows=rows)
 
 
-def test_d128_three_consumer_ctas_where_their_waves_are_shorter():
+@pytest.mark.parametrize("sk", [100, 300, 1000, 1100, 16411])
+def test_d128_three_consumer_ctas_where_their_waves_are_shorter(sk):
     """At D = 128 (not causal) the launcher takes three consumer warpgroups (192-row CTAs, the
     serial 160-register loop) when whole waves of them come out >= 1% shorter than of two
     (consumers_d128 in cuda/hopper/hopper_attn.cu): with sm_count // 2 query heads of 377 rows,
     128-row CTAs (3 per head) need two waves and 192-row ones (2 per head) one, so the
-    three-consumer instance serves this call on any GPU. GQA 2:1 and a ragged last key tile;
-    checked against float64, on two heads against the CPU reference, and its LSE."""
+    three-consumer instance serves this call on any GPU. Key tiles: 1 (the loop's last-tile
+    instance alone), 3, 8 and 9 (odd and even counts, ragged last tiles) and 129 (a long row: a
+    loop that summed P.V over tiles in FP8's short accumulator would drift from the reference's
+    fp32 sum per tile here). GQA 2:1; checked against float64, on two heads against the CPU
+    reference, and its LSE."""
     from sageattn3 import _lse
     hq = three_consumer_query_heads()
-    hkv, sq, sk = hq // 2, 377, 1000
+    hkv, sq = hq // 2, 377
     q, k, v = make_qkv(1, hq, hkv, sq, sk, 128)
     out = run_hopper(q, k, v)
     _check_f64(out, q, k, v, "HND", None, False)
