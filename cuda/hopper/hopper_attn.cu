@@ -519,7 +519,7 @@ sa3_status launch_typed(const sa3_problem *p, const Workspace *w, cudaStream_t s
 
 /* Time per query row of the three-consumer D = 128 loop (serial, 160 registers) relative to the
  * two-consumer one (overlapped, 240), as measured (NOTES.md). */
-constexpr double kRowCost3 = 0.96;
+constexpr double kRowCost3 = 0.90;
 
 /* 3 or 2 consumers for a non-causal D = 128 pass: the one whose whole waves of CTAs (1 per SM)
  * times the rows each CTA covers, at its row cost, come out shorter; 3 only where that is at
