@@ -31,6 +31,10 @@ pytest.importorskip("yunchang", reason="yunchang is not installed (pip install -
 TIMEOUT_S = 120
 B, S_PER_RANK, D = 1, 11, 32   # odd shard length
 TOL = {"float32": 1e-5, "bfloat16": 2e-2}
+# LSE, relative to 1 + |lse|. For bf16 inputs it comes from torch's CPU flash kernel, whose
+# arithmetic depends on the CPU: on an AVX2-only CI machine up to 4.7e-5 against the float64
+# reference, under 1e-5 on the machines before. A wrong merge is off by ~1e-1.
+LSE_TOL = {"float32": 1e-5, "bfloat16": 2e-4}
 
 
 def _free_port() -> int:
@@ -146,7 +150,7 @@ def test_sequence_parallel_equals_single_process(world, tmp_path):
         tol = TOL[e["dtype"]]
         if not e["out_err"] <= tol:
             bad.append(f"rank {e['rank']} {e['case']}: out err {e['out_err']:.2e} > {tol}")
-        if "lse_err" in e and not (e["lse_shape_ok"] and e["lse_err"] <= TOL["float32"]):
+        if "lse_err" in e and not (e["lse_shape_ok"] and e["lse_err"] <= LSE_TOL[e["dtype"]]):
             bad.append(f"rank {e['rank']} {e['case']}: lse err {e['lse_err']:.2e} shape/dtype ok {e['lse_shape_ok']}")
     worst = max(e["out_err"] for e in results if e["dtype"] == "float32")
     assert not bad, "\n".join(bad) + f"\n(seed {seed}; rerun with SA3_TEST_SEED={seed})"
