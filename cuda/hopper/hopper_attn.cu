@@ -372,12 +372,18 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         } else {
             softmax_tile<false, CAUSAL>(s, qs0 * ks, qs1 * ks, m, l, alpha, pa, key0, row0, row1, p.seq_k, t);
         }
-        if constexpr (kPingPong) named_barrier_sync(kTurn + cw, 256); /* my turn: the one before me issued */
-        mbar_wait(&full_v[st], ph);
-        issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
         const int st1 = (j + 1) % NS;
+        const uint32_t ph1 = (uint32_t)((j + 1) / NS) & 1u;
+        /* kLateQK: the turns set the loop's period (each consumer waits for the others' GEMM
+         * phases), so the V tile's wait, nearly always already satisfied, goes before the turn
+         * rather than into it. Only the K wait stays in the turn: it overlaps the O update there,
+         * and before the O update ptxas would issue the QK^T ahead of it and spill. */
+        if constexpr (kLateQK) mbar_wait(&full_v[st], ph);
+        if constexpr (kPingPong) named_barrier_sync(kTurn + cw, 256); /* my turn: the one before me issued */
+        if constexpr (!kLateQK) mbar_wait(&full_v[st], ph);
+        issue_pv<DP>(ot, pa, smem_desc(sv + st * L::kV, kBlockN));
         if constexpr (MORE && !kLateQK) {
-            mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
+            mbar_wait(&full_k[st1], ph1);
             issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
         }
         /* The next consumer's turn (kLateQK: after the next QK^T's issue, below); the last one gave
@@ -395,7 +401,7 @@ __global__ void __launch_bounds__(Roles<NC>::kThreads, 1)
         fold_o(alpha);
         if constexpr (MORE) {
             if constexpr (kLateQK) {
-                mbar_wait(&full_k[st1], (uint32_t)((j + 1) / NS) & 1u);
+                mbar_wait(&full_k[st1], ph1);
                 issue_qk<DP>(s, dq, smem_desc(sk + st1 * L::kK, DP));
                 named_barrier_arrive(kTurn + (cw + 1) % NC, 256);
             }
